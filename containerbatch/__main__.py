@@ -1,0 +1,3 @@
+from containerbatch.cli import main
+
+main()

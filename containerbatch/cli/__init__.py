@@ -1,0 +1,32 @@
+"""The ``containerbatch`` command: one module per command group."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from containerbatch.cli import run as _run
+from containerbatch.cli.common import EXIT_USAGE, err
+from containerbatch.errors import ConfigError
+
+app = typer.Typer(
+    name="containerbatch",
+    help="Run luigi workflows as batch jobs (local, Slurm, LSF, HTCondor), each task inside a container image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_run.register(app)
+
+
+def main() -> None:
+    """Entry point; ConfigError is exit code 2 with the message, no traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)

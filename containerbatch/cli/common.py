@@ -1,0 +1,56 @@
+"""Shared CLI pieces: loading a workflow file, building the task, consoles."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import luigi
+from luigi.cmdline_parser import CmdlineParser
+from rich.console import Console
+
+from containerbatch.errors import ConfigError
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def load_workflow(path: str) -> Any:
+    """Import a workflow file by path, under its file name, so its tasks register with luigi."""
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise ConfigError(f"workflow file {path} does not exist")
+    name = file.stem if file.stem.isidentifier() else "containerbatch_workflow"
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(file):
+        return sys.modules[name]
+    sys.path.insert(0, str(file.parent))
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_task(workflow: str, task_args: list[str]) -> luigi.Task:
+    """``Task --param value …`` → a task object, parsed by luigi's own command-line parser."""
+    load_workflow(workflow)
+    if not task_args or task_args[0].startswith("-"):
+        raise ConfigError("name the task to run after the workflow file, e.g. `containerbatch run workflow.py Fit "
+                          "--sample a`")
+    from luigi.task_register import Register, TaskClassException
+
+    try:
+        Register.get_task_cls(task_args[0])
+    except TaskClassException as exc:
+        raise ConfigError(f"{exc}") from None
+    try:
+        with CmdlineParser.global_instance(task_args) as parser:
+            return parser.get_task_obj()
+    except SystemExit:
+        raise ConfigError(f"bad task parameters {' '.join(task_args[1:])!r}; see the message above") from None

@@ -1,0 +1,147 @@
+"""Node-side entry point: ``python3 -m containerbatch.runner JOBDIR``.
+
+Reads ``JOBDIR/task.json``, imports the workflow file by path, rebuilds
+exactly one task from its family and parameters, runs it, and writes
+``JOBDIR/result.json`` atomically.  Imports only the standard library and
+luigi, and runs on Python 3.8 or newer, inside whatever image the task names.
+
+Exit codes: 0 success (or new dynamic dependencies), 1 the task failed,
+2 the task could not be rebuilt (workflow file or parameters do not match).
+"""
+
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import socket
+import sys
+import time
+import traceback
+
+RESULT = "result.json"
+TASK = "task.json"
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_workflow(info):
+    """Import the module that defines the task, under the name it had on the submit host."""
+    for folder in reversed(info.get("sys_path", [])):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    module_name = info["module"]
+    path = info["module_file"]
+    if module_name != "__main__":
+        try:
+            return importlib.import_module(module_name)
+        except ImportError:
+            pass
+    # __main__ on the submit host: load the file under another name so that
+    # its `if __name__ == "__main__":` block does not run again here
+    name = info.get("load_as") or "containerbatch_workflow"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot import the workflow file %s" % path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rebuild_task(info):
+    load_workflow(info)
+    from luigi.task_register import Register
+
+    task = Register.get_task_cls(info["family"]).from_str_params(info["params"])
+    if task.task_id != info["task_id"]:
+        raise RuntimeError(
+            "rebuilt task %s but the submit host sent %s: the workflow file changed between submission and run"
+            % (task.task_id, info["task_id"])
+        )
+    return task
+
+
+def _module_name(task, info):
+    """Report dynamic dependencies under module names the submit host knows."""
+    module = task.task_module
+    if module == (info.get("load_as") or "containerbatch_workflow"):
+        return info["module"]
+    return module
+
+
+def run_task(task, info):
+    """Run like luigi's TaskProcess; returns (status, new_deps, explanation)."""
+    from luigi.task import DynamicRequirements, flatten
+
+    missing = [dep.task_id for dep in task.deps() if not dep.complete()]
+    if missing:
+        raise RuntimeError("unfulfilled dependencies at run time: %s" % ", ".join(missing))
+    result = task.run()
+    if result is None or not hasattr(result, "send"):
+        return "success", [], ""
+    to_send = None
+    while True:
+        try:
+            requires = next(result) if to_send is None else result.send(to_send)
+        except StopIteration:
+            return "success", [], ""
+        if not isinstance(requires, DynamicRequirements):
+            requires = DynamicRequirements(requires)
+        if not requires.complete():
+            deps = [[_module_name(t, info), t.task_family, t.to_str_params()] for t in flatten(requires.flat_requirements)]
+            return "new_deps", deps, ""
+        to_send = requires.paths
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write("usage: python3 -m containerbatch.runner JOBDIR\n")
+        return 2
+    job_dir = argv[0]
+    with open(os.path.join(job_dir, TASK)) as handle:
+        info = json.load(handle)
+    started = time.time()
+    result = {
+        "task_id": info["task_id"],
+        "attempt": info.get("attempt", 1),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "started": started,
+    }
+    os.chdir(info["working_dir"])
+    exit_code = 0
+    try:
+        task = rebuild_task(info)
+    except BaseException as exc:  # report everything, including SystemExit from the workflow
+        traceback.print_exc()
+        sys.stderr.write("containerbatch runner: could not rebuild the task from %s\n" % os.path.join(job_dir, TASK))
+        result.update(status="error", exception=repr(exc), traceback=traceback.format_exc(), new_deps=[])
+        exit_code = 2
+    else:
+        sys.stderr.write("containerbatch runner: running %s on %s\n" % (task.task_id, result["host"]))
+        try:
+            status, new_deps, explanation = run_task(task, info)
+            result.update(status=status, new_deps=new_deps, explanation=explanation)
+        except BaseException as exc:
+            traceback.print_exc()
+            result.update(status="failure", exception=repr(exc), traceback=traceback.format_exc(), new_deps=[])
+            exit_code = 1
+    result["finished"] = time.time()
+    write_json_atomic(os.path.join(job_dir, RESULT), result)
+    sys.stderr.flush()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The Runtime interface: availability, image preflight, argv wrapping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from typing import ClassVar
+
+from containerbatch.spec import Bind, JobSpec
+
+
+class Runtime:
+    """A container engine. Subclasses build argv; they never run jobs.
+
+    Parameters
+    ----------
+    settings:
+        The resolved settings of the task (binary paths, extra args).
+    """
+
+    name: ClassVar[str] = ""
+    binaries: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: Mapping[str, object] | None = None) -> None:
+        self.settings = dict(settings or {})
+
+    def binary(self) -> str | None:
+        """Path of the engine's client on this host, if any."""
+        for name in self.binaries:
+            found = shutil.which(name)
+            if found:
+                return found
+        return None
+
+    def available(self) -> tuple[bool, str]:
+        """Whether the engine is usable here, and a line for `doctor`."""
+        found = self.binary()
+        return (found is not None, found or f"none of {', '.join(self.binaries)} on PATH")
+
+    def preflight(self, spec: JobSpec) -> None:
+        """Check the image before submission; raise ConfigError naming task and image."""
+
+    def command(self, spec: JobSpec) -> list[str]:
+        """The argv the job script runs (the container around the runner)."""
+        raise NotImplementedError
+
+    def stop_command(self, spec: JobSpec) -> list[str] | None:
+        """An argv that stops the container when the job is cancelled."""
+        return None
+
+    def exports(self, spec: JobSpec) -> dict[str, str]:
+        """Environment variables exported in the job script before the command."""
+        return {}
+
+    # helpers shared by container engines -------------------------------
+    @staticmethod
+    def binds(spec: JobSpec) -> list[Bind]:
+        """Working, result and log folders at the same paths; the workflow's folder and the bundle read-only;
+        then the user's binds. Folders inside an already bound one are not bound again."""
+        wanted = [Bind(p, p) for p in (spec.working_dir, spec.result_dir, spec.log_dir, spec.job_dir)]
+        wanted.append(Bind(os.path.dirname(spec.module_file), os.path.dirname(spec.module_file), read_only=True))
+        if spec.bundle_dir:
+            wanted.append(Bind(spec.bundle_dir, spec.bundle_dir, read_only=True))
+        result: list[Bind] = []
+        for bind in wanted:
+            inside = any(bind.src == o.src or bind.src.startswith(o.src.rstrip("/") + "/") for o in result)
+            if not inside:
+                result.append(bind)
+        return result + list(spec.binds)
+
+    @staticmethod
+    def container_env(spec: JobSpec) -> dict[str, str]:
+        env: dict[str, str] = {"PYTHONDONTWRITEBYTECODE": "1"}
+        env.update(spec.env)
+        if spec.bundle_dir:
+            env["PYTHONPATH"] = ":".join(p for p in (spec.bundle_dir, spec.env.get("PYTHONPATH")) if p)
+        return env

@@ -1,0 +1,138 @@
+"""Runtimes ``docker`` and ``podman``: ``docker run --rm --init -u UID:GID …``.
+
+The container runs as the submitting user, with the working, result and log
+folders bound at the same paths, never ``--privileged``, removed after the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from typing import ClassVar
+
+from containerbatch.errors import ConfigError
+from containerbatch.runtimes.base import Runtime
+from containerbatch.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+class DockerRuntime(Runtime):
+    """Docker engine; the image must be present on the node (no registry is assumed)."""
+
+    name = "docker"
+    binaries: ClassVar[tuple[str, ...]] = ("docker",)
+
+    def binary(self) -> str | None:
+        configured = self.settings.get("docker_binary")
+        if isinstance(configured, str) and configured:
+            return configured
+        # Debian's docker.io client; another CLI may stand earlier on PATH
+        if self.name == "docker" and os.access("/usr/bin/docker", os.X_OK):
+            return "/usr/bin/docker"
+        return super().binary()
+
+    def client(self) -> str:
+        return self.binary() or self.binaries[0]
+
+    def available(self) -> tuple[bool, str]:
+        binary = self.binary()
+        if binary is None:
+            return False, f"{self.name} not on PATH: install it (Debian: apt-get install {self.binaries[0]})"
+        try:
+            out = subprocess.run([binary, "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                                 text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"{binary}: {exc}"
+        if out.returncode != 0:
+            return False, f"{binary} answers but its engine does not: {out.stderr.strip()[:200]} (start dockerd?)"
+        return True, f"{binary}, engine {out.stdout.strip()}"
+
+    def preflight(self, spec: JobSpec) -> None:
+        image = spec.image or ""
+        if image.startswith("docker://"):
+            raise ConfigError(f"{self.name} takes an image name such as name:tag, not {image!r}", setting="image",
+                              task=spec.task_id)
+        if not self._image_exists(image):
+            raise ConfigError(
+                f"image {image!r} is not present in {self.name} on this host; build or pull it "
+                f"(`{self.name} pull {image}` or `{self.name} build -t {image} …`), or check the name with "
+                f"`{self.name} images`",
+                setting="image", task=spec.task_id)
+
+    def _image_exists(self, image: str) -> bool:
+        try:
+            import docker  # the SDK; only on the submit host
+            from docker.errors import DockerException, ImageNotFound
+
+            try:
+                docker.from_env(timeout=30).images.get(image)
+                return True
+            except ImageNotFound:
+                return False
+            except DockerException as exc:
+                raise ConfigError(f"cannot reach the Docker engine to check image {image!r}: {exc}. "
+                                  "Is dockerd running? `containerbatch doctor` checks.") from None
+        except ImportError:  # pragma: no cover - docker is a dependency
+            pass
+        return self._cli_image_exists(image)
+
+    def _cli_image_exists(self, image: str) -> bool:
+        out = subprocess.run([self.client(), "image", "inspect", image], capture_output=True, text=True, timeout=60)
+        return out.returncode == 0
+
+    def run_options(self, spec: JobSpec) -> list[str]:
+        return ["--init", "-u", f"{os.getuid()}:{os.getgid()}"]
+
+    def command(self, spec: JobSpec) -> list[str]:
+        argv = [self.client(), "run", "--rm", "--name", spec.container_name, *self.run_options(spec)]
+        argv += ["-w", spec.working_dir]
+        for bind in self.binds(spec):
+            argv += ["-v", f"{bind.src}:{bind.dst}" + (":ro" if bind.read_only else "")]
+        env = {"HOME": "/tmp", **self.container_env(spec)}
+        for key, value in env.items():
+            argv += ["-e", f"{key}={value}"]
+        res = spec.resources
+        if res.memory_mb:
+            argv += ["--memory", f"{res.memory_mb}m"]
+        if res.cpus:
+            argv += ["--cpus", str(res.cpus)]
+        if res.gpus:
+            argv += ["--gpus", str(res.gpus)]
+        network = spec.settings.get("container_network")
+        if network:
+            argv += ["--network", str(network)]
+        argv += list(spec.settings.get("docker_extra_args") or [])
+        argv += [spec.image or "", *spec.runner_argv()]
+        return argv
+
+    def stop_command(self, spec: JobSpec) -> list[str]:
+        return [self.client(), "kill", spec.container_name]
+
+
+class PodmanRuntime(DockerRuntime):
+    """Podman: the docker command line, with ``--userns=keep-id`` when rootless."""
+
+    name = "podman"
+    binaries = ("podman",)
+
+    def available(self) -> tuple[bool, str]:
+        binary = self.binary()
+        if binary is None:
+            return False, "podman not on PATH: install it (Debian: apt-get install podman)"
+        out = subprocess.run([binary, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True,
+                             timeout=30)
+        if out.returncode != 0:
+            return False, f"{binary} fails: {out.stderr.strip()[:300]}"
+        return True, f"{binary} {out.stdout.strip()}"
+
+    def _image_exists(self, image: str) -> bool:
+        out = subprocess.run([self.client(), "image", "exists", image], capture_output=True, text=True, timeout=60)
+        return out.returncode == 0
+
+    def run_options(self, spec: JobSpec) -> list[str]:
+        options = super().run_options(spec)
+        if os.geteuid() != 0:
+            options.append("--userns=keep-id")
+        return options

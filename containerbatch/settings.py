@@ -1,0 +1,353 @@
+"""Settings: one table of definitions and one lookup chain.
+
+A setting is looked up, first hit wins, in
+
+1. the task: an attribute (or luigi parameter) of that name,
+2. :func:`set_setting` in the submitting process,
+3. the environment variable ``CONTAINERBATCH_<NAME>`` (JSON for lists/dicts),
+4. ``settings.json`` in the working directory or any of its parents (the
+   nearest file wins per key, as in b2luigi, so b2luigi users carry theirs
+   over),
+5. the default.
+
+This module imports only the standard library: it is imported on batch nodes
+too (a workflow file may call :func:`set_setting` at module level).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from containerbatch.errors import ConfigError
+
+ENV_PREFIX = "CONTAINERBATCH_"
+SETTINGS_FILE = "settings.json"
+
+_UNSET: Any = object()
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"expected a string, got {type(value).__name__} {value!r}")
+    return os.fspath(value)
+
+
+def _as_opt_str(value: Any) -> str | None:
+    return None if value is None else _as_str(value)
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise TypeError(f"expected an integer, got {value!r}") from None
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"expected a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise TypeError(f"expected a number, got {value!r}") from None
+
+
+def _as_opt_float(value: Any) -> float | None:
+    return None if value is None else _as_float(value)
+
+
+def _as_opt_int(value: Any) -> int | None:
+    return None if value is None else _as_int(value)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _as_str_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = json.loads(value) if value.lstrip().startswith("[") else [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in value):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return [os.fspath(v) for v in value]
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _as_str_dict(value: Any) -> dict[str, str]:
+    mapping = _as_dict(value)
+    bad = [k for k, v in mapping.items() if not isinstance(v, (str, int, float)) or isinstance(v, bool)]
+    if bad:
+        raise TypeError(f"values must be strings or numbers, not for {bad}")
+    return {k: str(v) for k, v in mapping.items()}
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = _as_str(value)
+        if text not in choices:
+            raise TypeError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return convert
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Definition of one setting; the docs table is generated from these."""
+
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    type_name: str
+    group: str = "general"
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _s(name: str, convert: Callable[[Any], Any], default: Any, type_name: str, help: str, group: str = "general") -> Setting:
+    return Setting(name, convert, default, help, type_name, group)
+
+
+DEFINITIONS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        _s("batch_system", _as_str, "local", "str", "Where jobs run: local, slurm, lsf, htcondor (or a plugin's name)."),
+        _s("image", _as_opt_str, None, "str",
+           "Container image: a Docker image name, a SIF file, a sandbox directory, or docker://, oras://, library:// URI."),
+        _s("runtime", _as_str, "auto", "str",
+           "Container engine: docker, podman, apptainer, singularity, host (no container), or auto (guessed from the image)."),
+        _s("binds", _as_str_list, [], "list[str]", "Extra bind mounts, each src[:dst[:ro|rw]]."),
+        _s("env", _as_str_dict, {}, "dict[str,str]", "Environment variables set inside the job."),
+        _s("env_script", _as_opt_str, None, "str",
+           "A shell script sourced on the node before the container starts (modules, proxies)."),
+        _s("resources", _as_dict, {}, "dict",
+           'Requested resources: memory ("4GB"), cpus, walltime ("2h", "1:30:00"), gpus, disk, partition/queue, account.'),
+        _s("working_dir", _as_opt_str, None, "str",
+           "Directory the task runs in (bound into the container); default: the current directory."),
+        _s("result_dir", _as_str, "results", "str", "Folder for results, relative to working_dir (bound into the container)."),
+        _s("log_dir", _as_str, "logs", "str", "Folder for job scripts and logs, relative to working_dir."),
+        _s("state_dir", _as_str, ".containerbatch", "str",
+           "Folder for the journal, run markers and the runner bundle, relative to working_dir."),
+        _s("executable", _as_str_list, [], "list[str]",
+           "Python interpreter (and arguments) inside the image; default python3, or this Python for runtime host."),
+        _s("bundle", _choice("auto", "always", "never"), "auto", "str",
+           "Bind a pure-Python bundle of luigi and the runner into the container (auto: unless the image has its own, "
+           "detected by the setting image_has_luigi)."),
+        _s("image_has_luigi", _as_bool, False, "bool",
+           "The image brings its own luigi and containerbatch; with bundle=auto no bundle is bound."),
+        _s("container_network", _as_opt_str, None, "str", "Docker/Podman network mode (e.g. none, host); default: the engine's."),
+        _s("docker_extra_args", _as_str_list, [], "list[str]", "Extra arguments to docker/podman run.", "runtime"),
+        _s("docker_binary", _as_opt_str, None, "str", "Path of the docker (or podman) client; default: found on PATH.",
+           "runtime"),
+        _s("apptainer_binary", _as_opt_str, None, "str",
+           "apptainer or singularity binary; default: whichever is on PATH.", "runtime"),
+        _s("apptainer_extra_args", _as_str_list, [], "list[str]", "Extra arguments to apptainer exec.", "runtime"),
+        _s("apptainer_cleanenv", _as_bool, True, "bool", "Run apptainer with --cleanenv.", "runtime"),
+        _s("apptainer_containall", _as_bool, False, "bool", "Run apptainer with --containall.", "runtime"),
+        _s("apptainer_no_home", _as_bool, False, "bool", "Run apptainer with --no-home.", "runtime"),
+        _s("image_cache", _as_opt_str, None, "str",
+           "Folder where remote images are converted to SIF once before submission.", "runtime"),
+        _s("poll_interval", _as_opt_float, None, "float",
+           "Seconds between scheduler status queries (adaptive, backs off while nothing changes); default per scheduler.",
+           "polling"),
+        _s("poll_max_interval", _as_float, 300.0, "float", "Longest interval the status queries back off to.", "polling"),
+        _s("marker_interval", _as_float, 1.0, "float", "Seconds between listings of the run's done-marker folder.",
+           "polling"),
+        _s("status_retries", _as_int, 5, "int", "Tries of a failing status query before it is reported UNKNOWN.",
+           "polling"),
+        _s("command_timeout", _as_float, 60.0, "float", "Seconds a scheduler command may take.", "polling"),
+        _s("lost_after", _as_float, 60.0, "float",
+           "Seconds a job may be gone from queue and history without a result before it counts as LOST.", "polling"),
+        _s("job_name", _as_opt_str, None, "str", "Job name in the scheduler; default derived from the task.",
+           "scheduler"),
+        _s("slurm_extra_args", _as_str_list, [], "list[str]", "Extra sbatch options, one per item.", "scheduler"),
+        _s("lsf_extra_args", _as_str_list, [], "list[str]", "Extra bsub options, one per item.", "scheduler"),
+        _s("lsf_memory_unit", _choice("KB", "MB", "GB"), "MB", "str",
+           "Unit of -M and rusage[mem] at this LSF site.", "scheduler"),
+        _s("htcondor_settings", _as_str_dict, {}, "dict[str,str]", "Extra submit-description lines, e.g. +JobFlavour.",
+           "scheduler"),
+        _s("htcondor_container_mode", _choice("wrap", "universe", "attribute"), "wrap", "str",
+           "How HTCondor runs the container: the job script wraps it, container universe, or a site attribute.",
+           "scheduler"),
+        _s("transfer_files", _as_bool, False, "bool", "HTCondor: transfer the job directory instead of a shared filesystem.",
+           "scheduler"),
+        _s("max_attempts", _as_opt_int, None, "int",
+           "Attempts per task; default 3 for infrastructure failures, 1 for errors in the task.", "resubmission"),
+    ]
+}
+
+# Settings of b2luigi that have no meaning here; a b2luigi settings.json may
+# carry them, and they are accepted and ignored.
+B2LUIGI_ONLY = frozenset(
+    {"gbasf2_input_dataset", "gbasf2_release", "gbasf2_print_status_updates", "add_filename_to_path", "use_parameter_name_in_output",
+     "filename", "scratch_dir", "transfer_files"}
+)
+
+_set_settings: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def _unknown(name: str, where: str, task: str | None = None) -> ConfigError:
+    close = get_close_matches(name, DEFINITIONS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else " `containerbatch doctor` lists every setting."
+    return ConfigError(f"unknown setting {name!r} in {where}.{hint}", setting=name, task=task)
+
+
+def set_setting(name: str, value: Any) -> None:
+    """Set a setting for every task of this process (below task attributes)."""
+    if name not in DEFINITIONS:
+        raise _unknown(name, "set_setting()")
+    with _lock:
+        _set_settings[name] = value
+
+
+def clear_setting(name: str) -> None:
+    """Forget a value given with :func:`set_setting`."""
+    with _lock:
+        _set_settings.pop(name, None)
+
+
+def _settings_files(start: Path) -> list[Path]:
+    found = []
+    for folder in [start, *start.parents]:
+        candidate = folder / SETTINGS_FILE
+        if candidate.is_file():
+            found.append(candidate)
+    return found
+
+
+def load_settings_files(start: Path | None = None) -> dict[str, tuple[Any, str]]:
+    """Merge every settings.json from ``start`` upwards; the nearest wins per key."""
+    merged: dict[str, tuple[Any, str]] = {}
+    for path in reversed(_settings_files((start or Path.cwd()).resolve())):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}. Fix or remove the file.") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a JSON object of setting names to values.")
+        for key, value in data.items():
+            if key in B2LUIGI_ONLY and key not in DEFINITIONS:
+                continue
+            if key not in DEFINITIONS:
+                raise _unknown(key, str(path))
+            merged[key] = (value, str(path))
+    return merged
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse ``CONTAINERBATCH_*`` variables that name no setting."""
+    environ = os.environ if environ is None else environ
+    for key in environ:
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX):].lower()
+            if name not in DEFINITIONS:
+                raise _unknown(name, f"environment variable {key}")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A setting's value and where it came from (task, set_setting, environment, file, default)."""
+
+    name: str
+    value: Any
+    source: str
+
+
+@dataclass
+class SettingsResolver:
+    """Resolves settings for tasks, reading the environment and files once.
+
+    Parameters
+    ----------
+    start:
+        Where to start looking for settings.json (default: current directory).
+    """
+
+    start: Path | None = None
+    environ: Mapping[str, str] | None = None
+    _files: dict[str, tuple[Any, str]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        environ = dict(os.environ if self.environ is None else self.environ)
+        check_environment(environ)
+        self.environ = environ
+        self._files = load_settings_files(self.start)
+
+    def resolve(self, name: str, task: Any = None) -> Resolved:
+        """Find ``name`` for ``task`` along the lookup chain and validate it."""
+        definition = DEFINITIONS.get(name)
+        if definition is None:
+            raise _unknown(name, "get_setting()", _task_name(task))
+        raw, source = self._raw(definition, task)
+        if raw is None and definition.default is None:
+            return Resolved(name, None, source)
+        try:
+            value = definition.convert(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad value from {source}: {exc}", setting=name, task=_task_name(task)) from None
+        return Resolved(name, value, source)
+
+    def _raw(self, definition: Setting, task: Any) -> tuple[Any, str]:
+        name = definition.name
+        if task is not None and hasattr(task, name):
+            attr = getattr(task, name)
+            if not callable(attr):
+                return attr, "task"
+        with _lock:
+            if name in _set_settings:
+                return _set_settings[name], "set_setting"
+        assert self.environ is not None
+        if definition.env_var in self.environ:
+            return self.environ[definition.env_var], f"environment {definition.env_var}"
+        if name in self._files:
+            value, path = self._files[name]
+            return value, f"file {path}"
+        default = definition.default
+        return (list(default) if isinstance(default, list) else dict(default) if isinstance(default, dict) else default,
+                "default")
+
+    def all(self, task: Any = None) -> Iterator[Resolved]:
+        for name in DEFINITIONS:
+            yield self.resolve(name, task)
+
+    def values(self, task: Any = None) -> dict[str, Any]:
+        return {r.name: r.value for r in self.all(task)}
+
+
+def _task_name(task: Any) -> str | None:
+    return None if task is None else str(getattr(task, "task_id", task))
+
+
+def get_setting(name: str, task: Any = None, default: Any = _UNSET) -> Any:
+    """Look up one setting like b2luigi's ``get_setting``.
+
+    ``default`` is returned only when the chain ends at the built-in default.
+    """
+    resolved = SettingsResolver().resolve(name, task)
+    if resolved.source == "default" and default is not _UNSET:
+        return default
+    return resolved.value

@@ -1,0 +1,424 @@
+"""luigi integration: a worker whose task processes are batch jobs.
+
+``JobProcess`` is the light, Process-like object luigi's worker holds per
+running task (as b2luigi's ``BatchProcess``): it owns no process or thread.
+``start``/``run`` submit the job, ``is_alive`` reads the shared poller's view,
+``terminate`` cancels.  When the job has ended, the result file decides, and
+the outcome goes to luigi's result queue exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import luigi
+import luigi.interface
+import luigi.worker
+from luigi.scheduler import DONE, FAILED, PENDING
+from luigi.task import flatten
+
+from containerbatch import jobscript, plugins
+from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerError
+from containerbatch.journal import Journal
+from containerbatch.poller import Poller, TrackedJob
+from containerbatch.runtimes.base import Runtime
+from containerbatch.schedulers.base import Scheduler
+from containerbatch.settings import SettingsResolver
+from containerbatch.spec import JobSpec, Resources, build_spec
+from containerbatch.states import JobState
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def log_tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16384))
+            return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Run:
+    """Everything a run shares: settings, plugins, poller, journal, bundle."""
+
+    def __init__(self, resolver: SettingsResolver | None = None, run_id: str | None = None) -> None:
+        self.resolver = resolver or SettingsResolver()
+        self.run_id = run_id or new_run_id()
+        self.poller = Poller()
+        self._schedulers: dict[tuple[str, str], Scheduler] = {}
+        self._runtimes: dict[str, Runtime] = {}
+        self._journals: dict[str, Journal] = {}
+        self._bundles: dict[str, str] = {}
+        self._checked_images: set[tuple[str, str | None]] = set()
+        self._lock = threading.RLock()
+        self.processes: dict[str, JobProcess] = {}
+
+    # -- plugins -------------------------------------------------------------
+    def scheduler(self, values: dict[str, Any]) -> Scheduler:
+        name = values["batch_system"]
+        key = (name, json.dumps({k: v for k, v in values.items() if k.startswith(name) or k == "command_timeout"},
+                                sort_keys=True, default=str))
+        with self._lock:
+            if key not in self._schedulers:
+                self._schedulers[key] = plugins.schedulers.get(name)(values)
+            return self._schedulers[key]
+
+    def runtime(self, name: str, values: dict[str, Any]) -> Runtime:
+        with self._lock:
+            if name not in self._runtimes:
+                self._runtimes[name] = plugins.runtimes.get(name)(values)
+            return self._runtimes[name]
+
+    def journal(self, state_dir: str) -> Journal:
+        with self._lock:
+            if state_dir not in self._journals:
+                journal = self._journals[state_dir] = Journal(Path(state_dir) / "journal.sqlite")
+                journal.start_run(self.run_id, sys.argv, os.getpid(), socket.gethostname())
+            return self._journals[state_dir]
+
+    def bundle(self, values: dict[str, Any], runtime: str, state_dir: str) -> str | None:
+        mode = values["bundle"]
+        if mode == "never" or (mode == "auto" and (runtime == "host" or values["image_has_luigi"])):
+            return None
+        from containerbatch.bundle import ensure_bundle
+
+        with self._lock:
+            if state_dir not in self._bundles:
+                self._bundles[state_dir] = ensure_bundle(state_dir)
+            return self._bundles[state_dir]
+
+    # -- specs ---------------------------------------------------------------
+    def spec_for(self, task: luigi.Task, attempt: int = 1, with_bundle: bool = True) -> JobSpec:
+        values = self.resolver.values(task)
+        spec = build_spec(task, values, self.run_id, attempt)
+        if with_bundle:
+            bundle = self.bundle(values, spec.runtime, spec.state_dir)
+            if bundle:
+                from dataclasses import replace
+
+                spec = replace(spec, bundle_dir=bundle)
+        return spec
+
+    def render(self, spec: JobSpec) -> tuple[str, list[str], str | None]:
+        """(job script, container argv, submit file) for ``spec``."""
+        runtime = self.runtime(spec.runtime, dict(spec.settings))
+        scheduler = self.scheduler(dict(spec.settings))
+        command = runtime.command(spec)
+        script = jobscript.render(spec, command, directives=scheduler.directives(spec),
+                                  stop_command=runtime.stop_command(spec), exports=runtime.exports(spec))
+        return script, command, scheduler.submit_file(spec)
+
+    def preflight(self, tasks: Iterable[luigi.Task]) -> list[JobSpec]:
+        """Validate settings, images and schedulers of every task that will run; raise ConfigError."""
+        specs = []
+        for task in walk(tasks):
+            if _is_external(task):
+                continue
+            spec = self.spec_for(task, with_bundle=False)  # settings and resources are valid
+            if task.complete():
+                continue
+            scheduler = self.scheduler(dict(spec.settings))
+            ok, detail = scheduler.available()
+            if not ok:
+                raise ConfigError(f"batch system {spec.batch_system!r} cannot be used here: {detail}",
+                                  setting="batch_system", task=spec.task_id)
+            runtime = self.runtime(spec.runtime, dict(spec.settings))
+            if (spec.runtime, spec.image) not in self._checked_images:
+                ok, detail = runtime.available()
+                if not ok:
+                    raise ConfigError(f"runtime {spec.runtime!r} is not usable: {detail}", setting="runtime",
+                                      task=spec.task_id)
+                runtime.preflight(spec)
+                self._checked_images.add((spec.runtime, spec.image))
+            specs.append(spec)
+        return specs
+
+    # -- cancel ----------------------------------------------------------------
+    def cancel_all(self) -> int:
+        """Cancel every job of this run that has not ended; one call per scheduler."""
+        by_scheduler: dict[int, tuple[Scheduler, list[JobProcess]]] = {}
+        for proc in list(self.processes.values()):
+            if proc.job_id and not proc.reported:
+                tracked = self.poller.get(proc.key)
+                if tracked is not None and tracked.finished:
+                    continue
+                by_scheduler.setdefault(id(proc.scheduler), (proc.scheduler, []))[1].append(proc)
+        count = 0
+        for scheduler, procs in by_scheduler.values():
+            ids = [p.job_id for p in procs if p.job_id]
+            try:
+                scheduler.kill(ids)
+            except SchedulerError as exc:
+                log.error("could not cancel %s jobs %s: %s", scheduler.name, ids, exc)
+                continue
+            for proc in procs:
+                proc.journal.update(proc.spec.task_id, proc.spec.attempt, state="cancelled", reason="cancelled",
+                                    ended=time.time())
+            count += len(ids)
+        return count
+
+    def close(self) -> None:
+        self.poller.stop()
+        for journal in self._journals.values():
+            journal.end_run(self.run_id)
+            journal.close()
+
+
+def _is_external(task: luigi.Task) -> bool:
+    return task.run is None or task.run == NotImplemented
+
+
+def walk(tasks: Iterable[luigi.Task]) -> Iterator[luigi.Task]:
+    """Every task reachable through static requirements, each once."""
+    seen: set[str] = set()
+    todo = list(tasks)
+    while todo:
+        task = todo.pop()
+        if task.task_id in seen:
+            continue
+        seen.add(task.task_id)
+        yield task
+        todo.extend(flatten(task.requires()))
+
+
+class JobProcess:
+    """The Process-like stand-in luigi's worker holds for one batch job."""
+
+    use_multiprocessing = False
+    timeout_time = None
+    worker_timeout = 0
+
+    def __init__(self, task: luigi.Task, run: Run, result_queue: Any) -> None:
+        self.task = task
+        self.run_ctx = run
+        self.result_queue = result_queue
+        self.spec = run.spec_for(task)
+        self.scheduler = run.scheduler(dict(self.spec.settings))
+        self.journal = run.journal(self.spec.state_dir)
+        self.job_id: str | None = None
+        self.reported = False
+        self.pid = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.spec.task_id}#{self.spec.attempt}"
+
+    @property
+    def exitcode(self) -> int | None:
+        # outcomes go through the result queue; a non-zero code here would make
+        # luigi report a second, generic failure
+        return 0 if self.reported else None
+
+    # luigi calls run() in-process when use_multiprocessing is False
+    def start(self) -> None:
+        self.run()
+
+    def run(self) -> None:
+        try:
+            self.submit()
+        except ContainerBatchError as exc:
+            self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+
+    def submit(self) -> None:
+        spec = self.spec
+        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        info = {
+            "task_id": spec.task_id, "family": spec.task_family, "module": spec.task_module,
+            "module_file": spec.module_file, "params": dict(spec.params), "working_dir": spec.working_dir,
+            "sys_path": [str(Path(spec.module_file).parent), spec.working_dir], "attempt": spec.attempt,
+            "run_id": spec.run_id,
+        }
+        (Path(spec.job_dir) / "task.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+        script, _command, submit_file = self.run_ctx.render(spec)
+        Path(spec.script_path).write_text(script)
+        os.chmod(spec.script_path, 0o755)
+        if submit_file is not None and self.scheduler.submit_file_name:
+            (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
+        self.job_id = self.scheduler.submit(spec)
+        self.journal.record_submit(
+            run_id=spec.run_id, task_id=spec.task_id, task_family=spec.task_family, params=dict(spec.params),
+            attempt=spec.attempt, scheduler=spec.batch_system, runtime=spec.runtime, image=spec.image,
+            job_id=self.job_id, job_dir=spec.job_dir, marker_path=spec.marker_path)
+        self.run_ctx.processes[self.key] = self
+        values = spec.settings
+        interval = values.get("poll_interval") or self.scheduler.default_poll_interval
+        self.run_ctx.poller.track(self.key, self.scheduler, self.job_id, spec.marker_path, float(interval),
+                                  float(values.get("poll_max_interval") or 300.0))
+        log.info("submitted %s as %s job %s (%s, image %s); logs in %s", spec.task_id, spec.batch_system,
+                 self.job_id, spec.runtime, spec.image, spec.job_dir)
+
+    def is_alive(self) -> bool:
+        if self.reported:
+            return False
+        tracked = self.run_ctx.poller.get(self.key)
+        if tracked is None or not tracked.finished:
+            return True
+        self._finish(tracked)
+        return False
+
+    def terminate(self) -> None:
+        if self.job_id and not self.reported:
+            self.scheduler.kill([self.job_id])
+
+    # -- outcome -------------------------------------------------------------
+    def _read_result(self) -> dict[str, Any] | None:
+        try:
+            with open(self.spec.result_path) as handle:
+                data = json.load(handle)
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def _finish(self, tracked: TrackedJob) -> None:
+        spec = self.spec
+        result = self._read_result()
+        exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
+        self.run_ctx.poller.forget(self.key)
+        if result is not None and result.get("status") == "success":
+            self.journal.update(spec.task_id, spec.attempt, state="done", exit_code=exit_code,
+                                started=result.get("started"), ended=result.get("finished"))
+            self._report(DONE, "")
+            return
+        if result is not None and result.get("status") == "new_deps":
+            self.journal.update(spec.task_id, spec.attempt, state="new_deps", exit_code=exit_code,
+                                ended=result.get("finished"))
+            deps = [tuple(d) for d in result.get("new_deps", [])]
+            self._report(PENDING, "", new_deps=deps)
+            return
+        reason, detail = self._failure_reason(result, tracked, exit_code)
+        self.journal.update(spec.task_id, spec.attempt, state="failed", reason=reason, exit_code=exit_code,
+                            ended=time.time())
+        tail = log_tail(spec.stderr_path) or log_tail(spec.stdout_path)
+        message = (f"{spec.task_id} failed on {spec.batch_system} (job {self.job_id}, attempt {spec.attempt}): "
+                   f"{reason}, exit code {exit_code}\n{detail}\nlogs: {spec.stdout_path}, {spec.stderr_path}\n"
+                   f"last lines of the log:\n{tail}")
+        log.error("%s", message)
+        self._report(FAILED, message)
+
+    def _failure_reason(self, result: dict[str, Any] | None, tracked: TrackedJob,
+                        exit_code: int | None) -> tuple[str, str]:
+        if result is not None:
+            kind = "task_error" if result.get("status") == "failure" else "rebuild_error"
+            return kind, str(result.get("exception", ""))
+        status = tracked.status
+        if status.state == JobState.LOST:
+            return "lost", status.reason
+        if status.state == JobState.CANCELLED:
+            return "cancelled", status.reason
+        if status.state == JobState.TIMEOUT:
+            return "walltime", status.reason
+        if exit_code in (125, 126, 127):
+            return "image_error", ("the container could not start the runner (exit 125: the engine failed, "
+                                   "126/127: python3 not executable/not found in the image); see stderr")
+        return "no_result", (f"the job ended ({status.native or 'marker'}) without writing {spec_result(self.spec)}"
+                             f"{': ' + status.reason if status.reason else ''}")
+
+    def _report(self, status: str, explanation: str, new_deps: list[tuple[Any, ...]] | None = None) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
+
+
+def spec_result(spec: JobSpec) -> str:
+    return spec.result_path
+
+
+def luigi_resources(resources: dict[str, Any]) -> dict[str, int]:
+    """The entries of a task's ``resources`` that are luigi scheduler counters, not job requests."""
+    return {k: v for k, v in resources.items()
+            if k not in Resources.KEYS and isinstance(v, int) and not isinstance(v, bool)}
+
+
+class BatchWorker(luigi.worker.Worker):
+    """A luigi worker whose tasks run as batch jobs in containers."""
+
+    def __init__(self, *args: Any, run: Run, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_ctx = run
+        # notice finished jobs quickly: the poller lists markers every second
+        self._config.wait_interval = min(self._config.wait_interval, 0.2)
+
+    def _add_task(self, *args: Any, **kwargs: Any) -> Any:
+        # `resources` is shared with luigi's own scheduler resources: hand luigi
+        # only its integer counters, never memory/cpus/walltime/... of the job
+        if isinstance(kwargs.get("resources"), dict):
+            kwargs["resources"] = luigi_resources(kwargs["resources"])
+        return super()._add_task(*args, **kwargs)
+
+    def _create_task_process(self, task: luigi.Task) -> Any:
+        return JobProcess(task, self.run_ctx, self._task_result_queue)
+
+
+class _Factory(luigi.interface._WorkerSchedulerFactory):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> BatchWorker:
+        return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)
+
+
+def process(tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None,
+            **build_kwargs: Any) -> bool:
+    """Run ``tasks`` and everything they need, each task as a batch job in its container.
+
+    Parameters
+    ----------
+    tasks:
+        A task or tasks, as for ``luigi.build``.
+    workers:
+        How many jobs may be in flight at once; costs no process per job.
+    build_kwargs:
+        Passed on to ``luigi.build`` (``local_scheduler`` defaults to True).
+
+    Returns
+    -------
+    bool
+        True if every task ended complete.
+
+    Raises
+    ------
+    ConfigError
+        Before anything is submitted, when a setting, image or scheduler is wrong.
+    """
+    task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    run = run or Run()
+    run.preflight(task_list)
+    build_kwargs.setdefault("local_scheduler", True)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers,
+                                **build_kwargs))
+    except KeyboardInterrupt:
+        count = run.cancel_all()
+        print(f"containerbatch: interrupted; cancelled {count} job(s) of run {run.run_id}", file=sys.stderr)
+        raise
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        run.close()
