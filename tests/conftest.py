@@ -1,0 +1,125 @@
+"""Shared fixtures.
+
+Live engines (Docker, Podman, Slurm) and the apptainer test double are
+required when the environment variable CI is set: a missing one fails the
+test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES_BIN = ROOT / "tests" / "fakes" / "bin"
+DEMO_IMAGE = "cb-demo:latest"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _ok(argv: list[str], timeout: float = 30) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()[-500:]
+
+
+@functools.cache
+def docker_ready() -> tuple[bool, str]:
+    ok, why = _ok(["/usr/bin/docker", "info"]) if os.path.exists("/usr/bin/docker") else (False, "no /usr/bin/docker")
+    if ok:
+        ok, why = _ok(["/usr/bin/docker", "image", "inspect", DEMO_IMAGE])
+        why = why if ok else f"image {DEMO_IMAGE} missing: run ci/docker/setup.sh"
+    return ok, why
+
+
+@functools.cache
+def podman_ready() -> tuple[bool, str]:
+    if not shutil.which("podman"):
+        return False, "podman not installed"
+    return _ok(["podman", "image", "exists", DEMO_IMAGE], timeout=60)
+
+
+@functools.cache
+def slurm_ready() -> tuple[bool, str]:
+    if not shutil.which("sinfo"):
+        return False, "slurm client not installed: run ci/slurm/setup.sh"
+    ok, out = _ok(["sinfo", "-h", "-o", "%t"])
+    return ok and bool(out) and "down" not in out, out
+
+
+@functools.cache
+def apptainer_fake_ready() -> tuple[bool, str]:
+    if os.geteuid() != 0:
+        return False, "the apptainer test double needs root (mount namespaces)"
+    if not shutil.which("unshare"):
+        return False, "unshare missing"
+    return True, ""
+
+
+READY = {"docker": docker_ready, "podman": podman_ready, "slurm": slurm_ready, "apptainer": apptainer_fake_ready}
+
+
+def require(name: str) -> None:
+    ok, why = READY[name]()
+    if not ok:
+        message = f"{name} is not available: {why}"
+        if IN_CI:
+            pytest.fail(message + " (required because CI is set)", pytrace=False)
+        pytest.skip(message)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for name in READY:
+        if item.get_closest_marker(name) is not None:
+            require(name)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh working directory with no settings in force."""
+    from containerbatch import settings
+
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key.startswith("CONTAINERBATCH_"):
+            monkeypatch.delenv(key)
+    saved = dict(settings._set_settings)
+    settings._set_settings.clear()
+    yield tmp_path
+    settings._set_settings.clear()
+    settings._set_settings.update(saved)
+
+
+@pytest.fixture(scope="session")
+def rootfs() -> Path:
+    """The debootstrap root used as image everywhere (built by ci/rootfs.sh, cached under /tmp)."""
+    out = subprocess.run(["bash", str(ROOT / "ci" / "rootfs.sh")], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        pytest.fail(f"ci/rootfs.sh failed:\n{out.stderr[-2000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def fake_schedulers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tests/fakes/bin first on PATH, with a fresh shared state folder."""
+    state = tmp_path / "fake-state"
+    state.mkdir()
+    monkeypatch.setenv("CB_FAKE_STATE", str(state))
+    monkeypatch.setenv("PATH", f"{FAKES_BIN}:{os.environ['PATH']}")
+    return state
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300,
+            ) -> subprocess.CompletedProcess[str]:
+    """Run ``containerbatch ARGS`` in a subprocess (a fresh luigi registry each time)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "containerbatch", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
