@@ -74,8 +74,13 @@ def ensure_bundle(state_dir: str | os.PathLike[str]) -> str:
         for dist in _closure():
             for file in dist.files or []:
                 parts = Path(str(file)).parts
-                if not parts or parts[0] == ".." or parts[0].endswith((".dist-info", ".egg-info")) \
-                        or "__pycache__" in parts or str(file).endswith(_SKIP_SUFFIXES):
+                if (
+                    not parts
+                    or parts[0] == ".."
+                    or parts[0].endswith((".dist-info", ".egg-info"))
+                    or "__pycache__" in parts
+                    or str(file).endswith(_SKIP_SUFFIXES)
+                ):
                     continue
                 source = Path(str(dist.locate_file(file)))
                 if source.is_file():

@@ -45,12 +45,15 @@ def render(
         "set -u",
         f"cb_job_dir={q(spec.job_dir)}",
         f"cb_marker={q(spec.marker_path)}",
-        'cb_finish() {',
-        '    printf "%s\\n" "$1" > "$cb_job_dir/exit_code.tmp" && mv -f "$cb_job_dir/exit_code.tmp" "$cb_job_dir/exit_code"',
-        '    mkdir -p "$(dirname "$cb_marker")" && printf "%s\\n" "$1" > "$cb_marker.tmp" && mv -f "$cb_marker.tmp" "$cb_marker"',
+        "cb_finish() {",
+        '    printf "%s\\n" "$1" > "$cb_job_dir/exit_code.tmp" &&',
+        '        mv -f "$cb_job_dir/exit_code.tmp" "$cb_job_dir/exit_code"',
+        '    mkdir -p "$(dirname "$cb_marker")" && printf "%s\\n" "$1" > "$cb_marker.tmp" &&',
+        '        mv -f "$cb_marker.tmp" "$cb_marker"',
         '    exit "$1"',
-        '}',
-        f"cd -- {q(spec.working_dir)} || {{ echo 'containerbatch: cannot enter the working directory' >&2; cb_finish 2; }}",
+        "}",
+        f"cd -- {q(spec.working_dir)} ||",
+        "    { echo 'containerbatch: cannot enter the working directory' >&2; cb_finish 2; }",
     ]
     if spec.env_script:
         lines.append(f"source {q(spec.env_script)} || {{ echo 'containerbatch: env_script failed' >&2; cb_finish 2; }}")
@@ -58,7 +61,7 @@ def render(
         lines.append(f"export {key}={q(value)}")
     stop = join(stop_command) + " >/dev/null 2>&1; " if stop_command else ""
     lines += [
-        f"cb_stop() {{ trap - TERM INT; {stop}kill -TERM \"$cb_child\" 2>/dev/null; }}",
+        f'cb_stop() {{ trap - TERM INT; {stop}kill -TERM "$cb_child" 2>/dev/null; }}',
         "trap cb_stop TERM INT",
         f"{join(command)} &",
         "cb_child=$!",

@@ -98,33 +98,71 @@ class Journal:
 
     def start_run(self, run_id: str, argv: list[str], pid: int, host: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO runs (run_id, started, argv, pid, host) VALUES (?, ?, ?, ?, ?)",
-                       (run_id, time.time(), json.dumps(argv), pid, host))
+            db.execute(
+                "INSERT OR IGNORE INTO runs (run_id, started, argv, pid, host) VALUES (?, ?, ?, ?, ?)",
+                (run_id, time.time(), json.dumps(argv), pid, host),
+            )
 
     def end_run(self, run_id: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (time.time(), run_id))
 
-    def record_submit(self, *, run_id: str, task_id: str, task_family: str, params: dict[str, str], attempt: int,
-                      scheduler: str, runtime: str, image: str | None, job_id: str, job_dir: str,
-                      marker_path: str) -> None:
+    def record_submit(
+        self,
+        *,
+        run_id: str,
+        task_id: str,
+        task_family: str,
+        params: dict[str, str],
+        attempt: int,
+        scheduler: str,
+        runtime: str,
+        image: str | None,
+        job_id: str,
+        job_dir: str,
+        marker_path: str,
+    ) -> None:
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO attempts (run_id, task_id, task_family, params, attempt, scheduler, runtime,"
                 " image, job_id, job_dir, marker_path, state, submitted, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?)",
-                (run_id, task_id, task_family, json.dumps(params, sort_keys=True), attempt, scheduler, runtime,
-                 image, job_id, job_dir, marker_path, now, now))
+                (
+                    run_id,
+                    task_id,
+                    task_family,
+                    json.dumps(params, sort_keys=True),
+                    attempt,
+                    scheduler,
+                    runtime,
+                    image,
+                    job_id,
+                    job_dir,
+                    marker_path,
+                    now,
+                    now,
+                ),
+            )
 
-    def update(self, task_id: str, attempt: int, *, state: str, reason: str | None = None,
-               exit_code: int | None = None, started: float | None = None, ended: float | None = None) -> None:
+    def update(
+        self,
+        task_id: str,
+        attempt: int,
+        *,
+        state: str,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        started: float | None = None,
+        ended: float | None = None,
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE attempts SET state = ?, reason = COALESCE(?, reason), exit_code = COALESCE(?, exit_code),"
                 " started = COALESCE(?, started), ended = COALESCE(?, ended), updated = ?"
                 " WHERE task_id = ? AND attempt = ?",
-                (state, reason, exit_code, started, ended, time.time(), task_id, attempt))
+                (state, reason, exit_code, started, ended, time.time(), task_id, attempt),
+            )
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[AttemptRow]:
         with self._lock:
@@ -133,7 +171,7 @@ class Journal:
             rows = cur.fetchall()
         result = []
         for row in rows:
-            data = dict(zip(names, row))
+            data = dict(zip(names, row, strict=True))
             data["params"] = json.loads(data["params"])
             result.append(AttemptRow(**data))
         return result
@@ -151,8 +189,14 @@ class Journal:
         with self._lock:
             cur = self._db.execute("SELECT run_id, started, ended, argv, pid, host FROM runs ORDER BY started")
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- read-only queries (cli) ---------------------------------------------
+    def attempt(self, task_id: str, attempt: int) -> AttemptRow | None:
+        """One attempt of one task, as it is now."""
+        rows = self._rows("SELECT * FROM attempts WHERE task_id = ? AND attempt = ?", (task_id, attempt))
+        return rows[0] if rows else None

@@ -62,8 +62,10 @@ class Registry:
             return self._loaded[name]
         targets = self._discover()
         if name not in targets:
-            raise ConfigError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}",
-                              setting="batch_system" if self.kind == "scheduler" else "runtime")
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}",
+                setting="batch_system" if self.kind == "scheduler" else "runtime",
+            )
         module_name, _, attr = targets[name].partition(":")
         try:
             module = __import__(module_name, fromlist=[attr])

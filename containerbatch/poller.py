@@ -75,12 +75,19 @@ class Poller:
         Tries of a failing status query before the jobs are reported UNKNOWN.
     """
 
-    def __init__(self, marker_interval: float = 1.0, lost_after: float = 60.0, status_retries: int = 5,
-                 retry_wait: tuple[float, float] = (1.0, 30.0)) -> None:
+    def __init__(
+        self,
+        marker_interval: float = 1.0,
+        lost_after: float = 60.0,
+        status_retries: int = 5,
+        retry_wait: tuple[float, float] = (1.0, 30.0),
+        background: bool = True,
+    ) -> None:
         self.marker_interval = marker_interval
         self.lost_after = lost_after
         self.status_retries = status_retries
         self.retry_wait = retry_wait
+        self.background = background  # False: rounds are driven by calling poll_once() (tests)
         self._jobs: dict[str, TrackedJob] = {}
         self._clocks: dict[int, _SchedulerClock] = {}
         self._lock = threading.Lock()
@@ -92,14 +99,16 @@ class Poller:
         self.on_change: Callable[[TrackedJob], None] | None = None
 
     # -- registration ----------------------------------------------------
-    def track(self, key: str, scheduler: Scheduler, job_id: str, marker_path: str, interval: float,
-              max_interval: float) -> None:
+    def track(
+        self, key: str, scheduler: Scheduler, job_id: str, marker_path: str, interval: float, max_interval: float
+    ) -> None:
         with self._lock:
             self._jobs[key] = TrackedJob(key, scheduler, job_id, marker_path)
             clock = self._clocks.get(id(scheduler))
             if clock is None:
-                clock = self._clocks[id(scheduler)] = _SchedulerClock(interval, max_interval, interval,
-                                                                       time.monotonic() + interval)
+                clock = self._clocks[id(scheduler)] = _SchedulerClock(
+                    interval, max_interval, interval, time.monotonic() + interval
+                )
             else:  # a new job: come back to the base interval
                 clock.interval = clock.base
         self._ensure_thread()
@@ -118,6 +127,8 @@ class Poller:
 
     # -- thread ------------------------------------------------------------
     def _ensure_thread(self) -> None:
+        if not self.background:
+            return
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="containerbatch-poller", daemon=True)
@@ -191,9 +202,14 @@ class Poller:
     def _retrying(self, scheduler: Scheduler, jobs: list[TrackedJob]) -> Retrying:
         def mark_unknown(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("%s status query failed (try %d of %d), retrying in %.0f s: %s", scheduler.name,
-                        state.attempt_number, self.status_retries,
-                        state.next_action.sleep if state.next_action else 0, exc)
+            log.warning(
+                "%s status query failed (try %d of %d), retrying in %.0f s: %s",
+                scheduler.name,
+                state.attempt_number,
+                self.status_retries,
+                state.next_action.sleep if state.next_action else 0,
+                exc,
+            )
             self._set_unknown(jobs, str(exc))
 
         low, high = self.retry_wait
@@ -218,11 +234,15 @@ class Poller:
             states = self._retrying(scheduler, jobs)(scheduler.query, ids)
             self.queries += 1
         except SchedulerError as exc:
-            log.error("%s status query keeps failing; %d job(s) are UNKNOWN until it answers: %s", scheduler.name,
-                      len(jobs), exc)
+            log.error(
+                "%s status query keeps failing; %d job(s) are UNKNOWN until it answers: %s",
+                scheduler.name,
+                len(jobs),
+                exc,
+            )
             self._set_unknown(jobs, str(exc))
             clock.failures += 1
-            clock.next_at = time.monotonic() + min(clock.maximum, clock.base * 2 ** clock.failures)
+            clock.next_at = time.monotonic() + min(clock.maximum, clock.base * 2**clock.failures)
             return
         clock.failures = 0
         changed = False
@@ -235,8 +255,12 @@ class Poller:
                     if job.missing_since is None:
                         job.missing_since = now
                     if now - job.missing_since >= self.lost_after and job.ended_code is None:
-                        status = JobStatus(JobState.LOST, "gone", None,
-                                           "the job left the scheduler's queue and history without a result")
+                        status = JobStatus(
+                            JobState.LOST,
+                            "gone",
+                            None,
+                            "the job left the scheduler's queue and history without a result",
+                        )
                 else:
                     job.missing_since = None
                 if status is not None and status != job.status:

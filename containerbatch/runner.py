@@ -96,7 +96,9 @@ def run_task(task, info):
         if not isinstance(requires, DynamicRequirements):
             requires = DynamicRequirements(requires)
         if not requires.complete():
-            deps = [[_module_name(t, info), t.task_family, t.to_str_params()] for t in flatten(requires.flat_requirements)]
+            deps = [
+                [_module_name(t, info), t.task_family, t.to_str_params()] for t in flatten(requires.flat_requirements)
+            ]
             return "new_deps", deps, ""
         to_send = requires.paths
 

@@ -127,83 +127,239 @@ class Setting:
         return ENV_PREFIX + self.name.upper()
 
 
-def _s(name: str, convert: Callable[[Any], Any], default: Any, type_name: str, help: str, group: str = "general") -> Setting:
+def _s(
+    name: str, convert: Callable[[Any], Any], default: Any, type_name: str, help: str, group: str = "general"
+) -> Setting:
     return Setting(name, convert, default, help, type_name, group)
 
 
 DEFINITIONS: dict[str, Setting] = {
     s.name: s
     for s in [
-        _s("batch_system", _as_str, "local", "str", "Where jobs run: local, slurm, lsf, htcondor (or a plugin's name)."),
-        _s("image", _as_opt_str, None, "str",
-           "Container image: a Docker image name, a SIF file, a sandbox directory, or docker://, oras://, library:// URI."),
-        _s("runtime", _as_str, "auto", "str",
-           "Container engine: docker, podman, apptainer, singularity, host (no container), or auto (guessed from the image)."),
+        _s(
+            "batch_system", _as_str, "local", "str", "Where jobs run: local, slurm, lsf, htcondor (or a plugin's name)."
+        ),
+        _s(
+            "image",
+            _as_opt_str,
+            None,
+            "str",
+            "Container image: a Docker image name, a SIF file, a sandbox directory, or a docker://, oras://, "
+            "library:// URI.",
+        ),
+        _s(
+            "runtime",
+            _as_str,
+            "auto",
+            "str",
+            "Container engine: docker, podman, apptainer, singularity, host (no container), or auto "
+            "(guessed from the image).",
+        ),
         _s("binds", _as_str_list, [], "list[str]", "Extra bind mounts, each src[:dst[:ro|rw]]."),
         _s("env", _as_str_dict, {}, "dict[str,str]", "Environment variables set inside the job."),
-        _s("env_script", _as_opt_str, None, "str",
-           "A shell script sourced on the node before the container starts (modules, proxies)."),
-        _s("resources", _as_dict, {}, "dict",
-           'Requested resources: memory ("4GB"), cpus, walltime ("2h", "1:30:00"), gpus, disk, partition/queue, account.'),
-        _s("working_dir", _as_opt_str, None, "str",
-           "Directory the task runs in (bound into the container); default: the current directory."),
-        _s("result_dir", _as_str, "results", "str", "Folder for results, relative to working_dir (bound into the container)."),
+        _s(
+            "env_script",
+            _as_opt_str,
+            None,
+            "str",
+            "A shell script sourced on the node before the container starts (modules, proxies).",
+        ),
+        _s(
+            "resources",
+            _as_dict,
+            {},
+            "dict",
+            'Requested resources: memory ("4GB"), cpus, walltime ("2h", "1:30:00"), gpus, disk, partition/queue, '
+            "account.",
+        ),
+        _s(
+            "working_dir",
+            _as_opt_str,
+            None,
+            "str",
+            "Directory the task runs in (bound into the container); default: the current directory.",
+        ),
+        _s(
+            "result_dir",
+            _as_str,
+            "results",
+            "str",
+            "Folder for results, relative to working_dir (bound into the container).",
+        ),
         _s("log_dir", _as_str, "logs", "str", "Folder for job scripts and logs, relative to working_dir."),
-        _s("state_dir", _as_str, ".containerbatch", "str",
-           "Folder for the journal, run markers and the runner bundle, relative to working_dir."),
-        _s("executable", _as_str_list, [], "list[str]",
-           "Python interpreter (and arguments) inside the image; default python3, or this Python for runtime host."),
-        _s("bundle", _choice("auto", "always", "never"), "auto", "str",
-           "Bind a pure-Python bundle of luigi and the runner into the container (auto: unless the image has its own, "
-           "detected by the setting image_has_luigi)."),
-        _s("image_has_luigi", _as_bool, False, "bool",
-           "The image brings its own luigi and containerbatch; with bundle=auto no bundle is bound."),
-        _s("container_network", _as_opt_str, None, "str", "Docker/Podman network mode (e.g. none, host); default: the engine's."),
+        _s(
+            "state_dir",
+            _as_str,
+            ".containerbatch",
+            "str",
+            "Folder for the journal, run markers and the runner bundle, relative to working_dir.",
+        ),
+        _s(
+            "executable",
+            _as_str_list,
+            [],
+            "list[str]",
+            "Python interpreter (and arguments) inside the image; default python3, or this Python for runtime host.",
+        ),
+        _s(
+            "bundle",
+            _choice("auto", "always", "never"),
+            "auto",
+            "str",
+            "Bind a pure-Python bundle of luigi and the runner into the container (auto: unless the image has its own, "
+            "detected by the setting image_has_luigi).",
+        ),
+        _s(
+            "image_has_luigi",
+            _as_bool,
+            False,
+            "bool",
+            "The image brings its own luigi and containerbatch; with bundle=auto no bundle is bound.",
+        ),
+        _s(
+            "container_network",
+            _as_opt_str,
+            None,
+            "str",
+            "Docker/Podman network mode (e.g. none, host); default: the engine's.",
+        ),
         _s("docker_extra_args", _as_str_list, [], "list[str]", "Extra arguments to docker/podman run.", "runtime"),
-        _s("docker_binary", _as_opt_str, None, "str", "Path of the docker (or podman) client; default: found on PATH.",
-           "runtime"),
-        _s("apptainer_binary", _as_opt_str, None, "str",
-           "apptainer or singularity binary; default: whichever is on PATH.", "runtime"),
+        _s(
+            "docker_binary",
+            _as_opt_str,
+            None,
+            "str",
+            "Path of the docker (or podman) client; default: found on PATH.",
+            "runtime",
+        ),
+        _s(
+            "apptainer_binary",
+            _as_opt_str,
+            None,
+            "str",
+            "apptainer or singularity binary; default: whichever is on PATH.",
+            "runtime",
+        ),
         _s("apptainer_extra_args", _as_str_list, [], "list[str]", "Extra arguments to apptainer exec.", "runtime"),
         _s("apptainer_cleanenv", _as_bool, True, "bool", "Run apptainer with --cleanenv.", "runtime"),
         _s("apptainer_containall", _as_bool, False, "bool", "Run apptainer with --containall.", "runtime"),
         _s("apptainer_no_home", _as_bool, False, "bool", "Run apptainer with --no-home.", "runtime"),
-        _s("image_cache", _as_opt_str, None, "str",
-           "Folder where remote images are converted to SIF once before submission.", "runtime"),
-        _s("poll_interval", _as_opt_float, None, "float",
-           "Seconds between scheduler status queries (adaptive, backs off while nothing changes); default per scheduler.",
-           "polling"),
-        _s("poll_max_interval", _as_float, 300.0, "float", "Longest interval the status queries back off to.", "polling"),
-        _s("marker_interval", _as_float, 1.0, "float", "Seconds between listings of the run's done-marker folder.",
-           "polling"),
-        _s("status_retries", _as_int, 5, "int", "Tries of a failing status query before it is reported UNKNOWN.",
-           "polling"),
+        _s(
+            "image_cache",
+            _as_opt_str,
+            None,
+            "str",
+            "Folder where remote images are converted to SIF once before submission.",
+            "runtime",
+        ),
+        _s(
+            "poll_interval",
+            _as_opt_float,
+            None,
+            "float",
+            "Seconds between scheduler status queries (adaptive, backs off while nothing changes); "
+            "default per scheduler.",
+            "polling",
+        ),
+        _s(
+            "poll_max_interval",
+            _as_float,
+            300.0,
+            "float",
+            "Longest interval the status queries back off to.",
+            "polling",
+        ),
+        _s(
+            "marker_interval",
+            _as_float,
+            1.0,
+            "float",
+            "Seconds between listings of the run's done-marker folder.",
+            "polling",
+        ),
+        _s(
+            "status_retries",
+            _as_int,
+            5,
+            "int",
+            "Tries of a failing status query before it is reported UNKNOWN.",
+            "polling",
+        ),
         _s("command_timeout", _as_float, 60.0, "float", "Seconds a scheduler command may take.", "polling"),
-        _s("lost_after", _as_float, 60.0, "float",
-           "Seconds a job may be gone from queue and history without a result before it counts as LOST.", "polling"),
-        _s("job_name", _as_opt_str, None, "str", "Job name in the scheduler; default derived from the task.",
-           "scheduler"),
+        _s(
+            "lost_after",
+            _as_float,
+            60.0,
+            "float",
+            "Seconds a job may be gone from queue and history without a result before it counts as LOST.",
+            "polling",
+        ),
+        _s(
+            "job_name",
+            _as_opt_str,
+            None,
+            "str",
+            "Job name in the scheduler; default derived from the task.",
+            "scheduler",
+        ),
         _s("slurm_extra_args", _as_str_list, [], "list[str]", "Extra sbatch options, one per item.", "scheduler"),
         _s("lsf_extra_args", _as_str_list, [], "list[str]", "Extra bsub options, one per item.", "scheduler"),
-        _s("lsf_memory_unit", _choice("KB", "MB", "GB"), "MB", "str",
-           "Unit of -M and rusage[mem] at this LSF site.", "scheduler"),
-        _s("htcondor_settings", _as_str_dict, {}, "dict[str,str]", "Extra submit-description lines, e.g. +JobFlavour.",
-           "scheduler"),
-        _s("htcondor_container_mode", _choice("wrap", "universe", "attribute"), "wrap", "str",
-           "How HTCondor runs the container: the job script wraps it, container universe, or a site attribute.",
-           "scheduler"),
-        _s("transfer_files", _as_bool, False, "bool", "HTCondor: transfer the job directory instead of a shared filesystem.",
-           "scheduler"),
-        _s("max_attempts", _as_opt_int, None, "int",
-           "Attempts per task; default 3 for infrastructure failures, 1 for errors in the task.", "resubmission"),
+        _s(
+            "lsf_memory_unit",
+            _choice("KB", "MB", "GB"),
+            "MB",
+            "str",
+            "Unit of -M and rusage[mem] at this LSF site.",
+            "scheduler",
+        ),
+        _s(
+            "htcondor_settings",
+            _as_str_dict,
+            {},
+            "dict[str,str]",
+            "Extra submit-description lines, e.g. +JobFlavour.",
+            "scheduler",
+        ),
+        _s(
+            "htcondor_container_mode",
+            _choice("wrap", "universe", "attribute"),
+            "wrap",
+            "str",
+            "How HTCondor runs the container: the job script wraps it, container universe, or a site attribute.",
+            "scheduler",
+        ),
+        _s(
+            "transfer_files",
+            _as_bool,
+            False,
+            "bool",
+            "HTCondor: transfer the job directory instead of a shared filesystem.",
+            "scheduler",
+        ),
+        _s(
+            "max_attempts",
+            _as_opt_int,
+            None,
+            "int",
+            "Attempts per task; default 3 for infrastructure failures, 1 for errors in the task.",
+            "resubmission",
+        ),
     ]
 }
 
 # Settings of b2luigi that have no meaning here; a b2luigi settings.json may
 # carry them, and they are accepted and ignored.
 B2LUIGI_ONLY = frozenset(
-    {"gbasf2_input_dataset", "gbasf2_release", "gbasf2_print_status_updates", "add_filename_to_path", "use_parameter_name_in_output",
-     "filename", "scratch_dir", "transfer_files"}
+    {
+        "gbasf2_input_dataset",
+        "gbasf2_release",
+        "gbasf2_print_status_updates",
+        "add_filename_to_path",
+        "use_parameter_name_in_output",
+        "filename",
+        "scratch_dir",
+        "transfer_files",
+    }
 )
 
 _set_settings: dict[str, Any] = {}
@@ -263,7 +419,7 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
     environ = os.environ if environ is None else environ
     for key in environ:
         if key.startswith(ENV_PREFIX):
-            name = key[len(ENV_PREFIX):].lower()
+            name = key[len(ENV_PREFIX) :].lower()
             if name not in DEFINITIONS:
                 raise _unknown(name, f"environment variable {key}")
 
@@ -327,8 +483,10 @@ class SettingsResolver:
             value, path = self._files[name]
             return value, f"file {path}"
         default = definition.default
-        return (list(default) if isinstance(default, list) else dict(default) if isinstance(default, dict) else default,
-                "default")
+        return (
+            list(default) if isinstance(default, list) else dict(default) if isinstance(default, dict) else default,
+            "default",
+        )
 
     def all(self, task: Any = None) -> Iterator[Resolved]:
         for name in DEFINITIONS:

@@ -19,15 +19,41 @@ from typing import Any
 from containerbatch.errors import ConfigError
 
 _MEM_UNITS = {
-    "": 1024**2, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+    "": 1024**2,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
 }
 _MEM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DUR_UNITS = {
-    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hrs": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
 }
 _DUR_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]+)")
 
@@ -105,13 +131,18 @@ class Resources:
     def parse(cls, raw: Mapping[str, Any], task: str | None = None) -> Resources:
         # integer entries with other names are luigi's own scheduler resources
         # (concurrency counters), which luigi's `resources` attribute also holds
-        unknown = sorted(k for k, v in raw.items()
-                         if k not in cls.KEYS and (not isinstance(v, int) or isinstance(v, bool)))
+        unknown = sorted(
+            k for k, v in raw.items() if k not in cls.KEYS and (not isinstance(v, int) or isinstance(v, bool))
+        )
         if unknown:
-            raise ConfigError(f"unknown resource(s) {unknown}; known: {', '.join(cls.KEYS)} (integer entries with "
-                              "other names are passed to luigi's scheduler as resource counters)",
-                              setting="resources", task=task)
+            raise ConfigError(
+                f"unknown resource(s) {unknown}; known: {', '.join(cls.KEYS)} (integer entries with "
+                "other names are passed to luigi's scheduler as resource counters)",
+                setting="resources",
+                task=task,
+            )
         try:
+
             def count(key: str) -> int | None:
                 if raw.get(key) is None:
                     return None
@@ -152,8 +183,9 @@ class Bind:
         if not dst.startswith("/"):
             raise ConfigError(f"bind destination {dst!r} must be an absolute path", setting="binds", task=task)
         if not Path(src).exists():
-            raise ConfigError(f"bind source {src} does not exist; create it or fix the setting",
-                              setting="binds", task=task)
+            raise ConfigError(
+                f"bind source {src} does not exist; create it or fix the setting", setting="binds", task=task
+            )
         return cls(src, dst, len(parts) == 3 and parts[2] == "ro")
 
     def __str__(self) -> str:
@@ -248,8 +280,10 @@ def task_location(task: Any) -> tuple[str, str]:
     if module == "__main__" and not path:
         path = getattr(sys.modules.get("__main__"), "__file__", "") or ""
     if not path:
-        raise ConfigError(f"cannot tell which file defines {cls.__name__}; define tasks in a .py file",
-                          task=str(getattr(task, "task_id", task)))
+        raise ConfigError(
+            f"cannot tell which file defines {cls.__name__}; define tasks in a .py file",
+            task=str(getattr(task, "task_id", task)),
+        )
     return module, str(Path(path).resolve())
 
 
@@ -257,8 +291,9 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:120]
 
 
-def build_spec(task: Any, values: Mapping[str, Any], run_id: str, attempt: int = 1,
-               bundle_dir: str | None = None) -> JobSpec:
+def build_spec(
+    task: Any, values: Mapping[str, Any], run_id: str, attempt: int = 1, bundle_dir: str | None = None
+) -> JobSpec:
     """Build the JobSpec for ``task`` from resolved setting ``values``."""
     task_id = str(task.task_id)
     working_dir = Path(values["working_dir"] or Path.cwd()).resolve()
@@ -272,8 +307,11 @@ def build_spec(task: Any, values: Mapping[str, Any], run_id: str, attempt: int =
     if runtime == "auto":
         runtime = guess_runtime(image)
     if runtime != "host" and not image:
-        raise ConfigError(f"runtime {runtime!r} needs an image: set `image` on the task or pass --image",
-                          setting="image", task=task_id)
+        raise ConfigError(
+            f"runtime {runtime!r} needs an image: set `image` on the task or pass --image",
+            setting="image",
+            task=task_id,
+        )
     env_script = values["env_script"]
     if env_script:
         env_path = (working_dir / env_script).resolve()

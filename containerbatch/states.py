@@ -29,9 +29,7 @@ class JobState(enum.Enum):
         return self in _FINAL
 
 
-_FINAL = frozenset(
-    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST}
-)
+_FINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT, JobState.LOST})
 
 
 @dataclass(frozen=True)

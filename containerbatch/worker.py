@@ -73,8 +73,14 @@ class Run:
     # -- plugins -------------------------------------------------------------
     def scheduler(self, values: dict[str, Any]) -> Scheduler:
         name = values["batch_system"]
-        key = (name, json.dumps({k: v for k, v in values.items() if k.startswith(name) or k == "command_timeout"},
-                                sort_keys=True, default=str))
+        key = (
+            name,
+            json.dumps(
+                {k: v for k, v in values.items() if k.startswith(name) or k == "command_timeout"},
+                sort_keys=True,
+                default=str,
+            ),
+        )
         with self._lock:
             if key not in self._schedulers:
                 self._schedulers[key] = plugins.schedulers.get(name)(values)
@@ -121,8 +127,13 @@ class Run:
         runtime = self.runtime(spec.runtime, dict(spec.settings))
         scheduler = self.scheduler(dict(spec.settings))
         command = runtime.command(spec)
-        script = jobscript.render(spec, command, directives=scheduler.directives(spec),
-                                  stop_command=runtime.stop_command(spec), exports=runtime.exports(spec))
+        script = jobscript.render(
+            spec,
+            command,
+            directives=scheduler.directives(spec),
+            stop_command=runtime.stop_command(spec),
+            exports=runtime.exports(spec),
+        )
         return script, command, scheduler.submit_file(spec)
 
     def preflight(self, tasks: Iterable[luigi.Task]) -> list[JobSpec]:
@@ -137,14 +148,18 @@ class Run:
             scheduler = self.scheduler(dict(spec.settings))
             ok, detail = scheduler.available()
             if not ok:
-                raise ConfigError(f"batch system {spec.batch_system!r} cannot be used here: {detail}",
-                                  setting="batch_system", task=spec.task_id)
+                raise ConfigError(
+                    f"batch system {spec.batch_system!r} cannot be used here: {detail}",
+                    setting="batch_system",
+                    task=spec.task_id,
+                )
             runtime = self.runtime(spec.runtime, dict(spec.settings))
             if (spec.runtime, spec.image) not in self._checked_images:
                 ok, detail = runtime.available()
                 if not ok:
-                    raise ConfigError(f"runtime {spec.runtime!r} is not usable: {detail}", setting="runtime",
-                                      task=spec.task_id)
+                    raise ConfigError(
+                        f"runtime {spec.runtime!r} is not usable: {detail}", setting="runtime", task=spec.task_id
+                    )
                 runtime.preflight(spec)
                 self._checked_images.add((spec.runtime, spec.image))
             specs.append(spec)
@@ -169,8 +184,9 @@ class Run:
                 log.error("could not cancel %s jobs %s: %s", scheduler.name, ids, exc)
                 continue
             for proc in procs:
-                proc.journal.update(proc.spec.task_id, proc.spec.attempt, state="cancelled", reason="cancelled",
-                                    ended=time.time())
+                proc.journal.update(
+                    proc.spec.task_id, proc.spec.attempt, state="cancelled", reason="cancelled", ended=time.time()
+                )
             count += len(ids)
         return count
 
@@ -241,9 +257,14 @@ class JobProcess:
         for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
             Path(folder).mkdir(parents=True, exist_ok=True)
         info = {
-            "task_id": spec.task_id, "family": spec.task_family, "module": spec.task_module,
-            "module_file": spec.module_file, "params": dict(spec.params), "working_dir": spec.working_dir,
-            "sys_path": [str(Path(spec.module_file).parent), spec.working_dir], "attempt": spec.attempt,
+            "task_id": spec.task_id,
+            "family": spec.task_family,
+            "module": spec.task_module,
+            "module_file": spec.module_file,
+            "params": dict(spec.params),
+            "working_dir": spec.working_dir,
+            "sys_path": [str(Path(spec.module_file).parent), spec.working_dir],
+            "attempt": spec.attempt,
             "run_id": spec.run_id,
         }
         (Path(spec.job_dir) / "task.json").write_text(json.dumps(info, indent=1, sort_keys=True))
@@ -254,16 +275,38 @@ class JobProcess:
             (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
         self.job_id = self.scheduler.submit(spec)
         self.journal.record_submit(
-            run_id=spec.run_id, task_id=spec.task_id, task_family=spec.task_family, params=dict(spec.params),
-            attempt=spec.attempt, scheduler=spec.batch_system, runtime=spec.runtime, image=spec.image,
-            job_id=self.job_id, job_dir=spec.job_dir, marker_path=spec.marker_path)
+            run_id=spec.run_id,
+            task_id=spec.task_id,
+            task_family=spec.task_family,
+            params=dict(spec.params),
+            attempt=spec.attempt,
+            scheduler=spec.batch_system,
+            runtime=spec.runtime,
+            image=spec.image,
+            job_id=self.job_id,
+            job_dir=spec.job_dir,
+            marker_path=spec.marker_path,
+        )
         self.run_ctx.processes[self.key] = self
         values = spec.settings
         interval = values.get("poll_interval") or self.scheduler.default_poll_interval
-        self.run_ctx.poller.track(self.key, self.scheduler, self.job_id, spec.marker_path, float(interval),
-                                  float(values.get("poll_max_interval") or 300.0))
-        log.info("submitted %s as %s job %s (%s, image %s); logs in %s", spec.task_id, spec.batch_system,
-                 self.job_id, spec.runtime, spec.image, spec.job_dir)
+        self.run_ctx.poller.track(
+            self.key,
+            self.scheduler,
+            self.job_id,
+            spec.marker_path,
+            float(interval),
+            float(values.get("poll_max_interval") or 300.0),
+        )
+        log.info(
+            "submitted %s as %s job %s (%s, image %s); logs in %s",
+            spec.task_id,
+            spec.batch_system,
+            self.job_id,
+            spec.runtime,
+            spec.image,
+            spec.job_dir,
+        )
 
     def is_alive(self) -> bool:
         if self.reported:
@@ -293,28 +336,39 @@ class JobProcess:
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)
         if result is not None and result.get("status") == "success":
-            self.journal.update(spec.task_id, spec.attempt, state="done", exit_code=exit_code,
-                                started=result.get("started"), ended=result.get("finished"))
+            self.journal.update(
+                spec.task_id,
+                spec.attempt,
+                state="done",
+                exit_code=exit_code,
+                started=result.get("started"),
+                ended=result.get("finished"),
+            )
             self._report(DONE, "")
             return
         if result is not None and result.get("status") == "new_deps":
-            self.journal.update(spec.task_id, spec.attempt, state="new_deps", exit_code=exit_code,
-                                ended=result.get("finished"))
+            self.journal.update(
+                spec.task_id, spec.attempt, state="new_deps", exit_code=exit_code, ended=result.get("finished")
+            )
             deps = [tuple(d) for d in result.get("new_deps", [])]
             self._report(PENDING, "", new_deps=deps)
             return
         reason, detail = self._failure_reason(result, tracked, exit_code)
-        self.journal.update(spec.task_id, spec.attempt, state="failed", reason=reason, exit_code=exit_code,
-                            ended=time.time())
+        self.journal.update(
+            spec.task_id, spec.attempt, state="failed", reason=reason, exit_code=exit_code, ended=time.time()
+        )
         tail = log_tail(spec.stderr_path) or log_tail(spec.stdout_path)
-        message = (f"{spec.task_id} failed on {spec.batch_system} (job {self.job_id}, attempt {spec.attempt}): "
-                   f"{reason}, exit code {exit_code}\n{detail}\nlogs: {spec.stdout_path}, {spec.stderr_path}\n"
-                   f"last lines of the log:\n{tail}")
+        message = (
+            f"{spec.task_id} failed on {spec.batch_system} (job {self.job_id}, attempt {spec.attempt}): "
+            f"{reason}, exit code {exit_code}\n{detail}\nlogs: {spec.stdout_path}, {spec.stderr_path}\n"
+            f"last lines of the log:\n{tail}"
+        )
         log.error("%s", message)
         self._report(FAILED, message)
 
-    def _failure_reason(self, result: dict[str, Any] | None, tracked: TrackedJob,
-                        exit_code: int | None) -> tuple[str, str]:
+    def _failure_reason(
+        self, result: dict[str, Any] | None, tracked: TrackedJob, exit_code: int | None
+    ) -> tuple[str, str]:
         if result is not None:
             kind = "task_error" if result.get("status") == "failure" else "rebuild_error"
             return kind, str(result.get("exception", ""))
@@ -326,10 +380,14 @@ class JobProcess:
         if status.state == JobState.TIMEOUT:
             return "walltime", status.reason
         if exit_code in (125, 126, 127):
-            return "image_error", ("the container could not start the runner (exit 125: the engine failed, "
-                                   "126/127: python3 not executable/not found in the image); see stderr")
-        return "no_result", (f"the job ended ({status.native or 'marker'}) without writing {spec_result(self.spec)}"
-                             f"{': ' + status.reason if status.reason else ''}")
+            return "image_error", (
+                "the container could not start the runner (exit 125: the engine failed, "
+                "126/127: python3 not executable/not found in the image); see stderr"
+            )
+        return "no_result", (
+            f"the job ended ({status.native or 'marker'}) without writing {spec_result(self.spec)}"
+            f"{': ' + status.reason if status.reason else ''}"
+        )
 
     def _report(self, status: str, explanation: str, new_deps: list[tuple[Any, ...]] | None = None) -> None:
         if self.reported:
@@ -344,8 +402,9 @@ def spec_result(spec: JobSpec) -> str:
 
 def luigi_resources(resources: dict[str, Any]) -> dict[str, int]:
     """The entries of a task's ``resources`` that are luigi scheduler counters, not job requests."""
-    return {k: v for k, v in resources.items()
-            if k not in Resources.KEYS and isinstance(v, int) and not isinstance(v, bool)}
+    return {
+        k: v for k, v in resources.items() if k not in Resources.KEYS and isinstance(v, int) and not isinstance(v, bool)
+    }
 
 
 class BatchWorker(luigi.worker.Worker):
@@ -376,8 +435,9 @@ class _Factory(luigi.interface._WorkerSchedulerFactory):
         return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)
 
 
-def process(tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None,
-            **build_kwargs: Any) -> bool:
+def process(
+    tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None, **build_kwargs: Any
+) -> bool:
     """Run ``tasks`` and everything they need, each task as a batch job in its container.
 
     Parameters
@@ -412,8 +472,7 @@ def process(tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: 
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
     try:
-        return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers,
-                                **build_kwargs))
+        return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers, **build_kwargs))
     except KeyboardInterrupt:
         count = run.cancel_all()
         print(f"containerbatch: interrupted; cancelled {count} job(s) of run {run.run_id}", file=sys.stderr)

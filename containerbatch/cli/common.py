@@ -41,8 +41,9 @@ def build_task(workflow: str, task_args: list[str]) -> luigi.Task:
     """``Task --param value …`` → a task object, parsed by luigi's own command-line parser."""
     load_workflow(workflow)
     if not task_args or task_args[0].startswith("-"):
-        raise ConfigError("name the task to run after the workflow file, e.g. `containerbatch run workflow.py Fit "
-                          "--sample a`")
+        raise ConfigError(
+            "name the task to run after the workflow file, e.g. `containerbatch run workflow.py Fit --sample a`"
+        )
     from luigi.task_register import Register, TaskClassException
 
     try:

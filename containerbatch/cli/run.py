@@ -62,11 +62,15 @@ def register(app: typer.Typer) -> None:
         try:
             spec = run.spec_for(task, attempt=attempt, with_bundle=False)
             bundle_mode = spec.settings["bundle"]
-            if bundle_mode != "never" and spec.runtime != "host" and not (
-                    bundle_mode == "auto" and spec.settings["image_has_luigi"]):
-                from containerbatch.bundle import bundle_key
-                from pathlib import Path
+            if (
+                bundle_mode != "never"
+                and spec.runtime != "host"
+                and not (bundle_mode == "auto" and spec.settings["image_has_luigi"])
+            ):
                 from dataclasses import replace
+                from pathlib import Path
+
+                from containerbatch.bundle import bundle_key
 
                 spec = replace(spec, bundle_dir=str(Path(spec.state_dir) / "bundle" / bundle_key()))
             script, command, submit_file = run.render(spec)

@@ -41,8 +41,9 @@ class DockerRuntime(Runtime):
         if binary is None:
             return False, f"{self.name} not on PATH: install it (Debian: apt-get install {self.binaries[0]})"
         try:
-            out = subprocess.run([binary, "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                                 text=True, timeout=20)
+            out = subprocess.run(
+                [binary, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=20
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"{binary}: {exc}"
         if out.returncode != 0:
@@ -52,14 +53,17 @@ class DockerRuntime(Runtime):
     def preflight(self, spec: JobSpec) -> None:
         image = spec.image or ""
         if image.startswith("docker://"):
-            raise ConfigError(f"{self.name} takes an image name such as name:tag, not {image!r}", setting="image",
-                              task=spec.task_id)
+            raise ConfigError(
+                f"{self.name} takes an image name such as name:tag, not {image!r}", setting="image", task=spec.task_id
+            )
         if not self._image_exists(image):
             raise ConfigError(
                 f"image {image!r} is not present in {self.name} on this host; build or pull it "
                 f"(`{self.name} pull {image}` or `{self.name} build -t {image} …`), or check the name with "
                 f"`{self.name} images`",
-                setting="image", task=spec.task_id)
+                setting="image",
+                task=spec.task_id,
+            )
 
     def _image_exists(self, image: str) -> bool:
         try:
@@ -72,8 +76,10 @@ class DockerRuntime(Runtime):
             except ImageNotFound:
                 return False
             except DockerException as exc:
-                raise ConfigError(f"cannot reach the Docker engine to check image {image!r}: {exc}. "
-                                  "Is dockerd running? `containerbatch doctor` checks.") from None
+                raise ConfigError(
+                    f"cannot reach the Docker engine to check image {image!r}: {exc}. "
+                    "Is dockerd running? `containerbatch doctor` checks."
+                ) from None
         except ImportError:  # pragma: no cover - docker is a dependency
             pass
         return self._cli_image_exists(image)
@@ -121,8 +127,9 @@ class PodmanRuntime(DockerRuntime):
         binary = self.binary()
         if binary is None:
             return False, "podman not on PATH: install it (Debian: apt-get install podman)"
-        out = subprocess.run([binary, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(
+            [binary, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=30
+        )
         if out.returncode != 0:
             return False, f"{binary} fails: {out.stderr.strip()[:300]}"
         return True, f"{binary} {out.stdout.strip()}"

@@ -44,11 +44,19 @@ def run_command(argv: Sequence[str], timeout: float, stdin: str | None = None) -
     try:
         proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise SchedulerError(f"{argv[0]} did not answer within {timeout:.0f} s", argv=argv, transient=True,
-                             stdout=_text(exc.stdout), stderr=_text(exc.stderr)) from None
+        raise SchedulerError(
+            f"{argv[0]} did not answer within {timeout:.0f} s",
+            argv=argv,
+            transient=True,
+            stdout=_text(exc.stdout),
+            stderr=_text(exc.stderr),
+        ) from None
     except FileNotFoundError:
-        raise SchedulerError(f"{argv[0]} not found on PATH; is this a submit host of that batch system? "
-                             "`containerbatch doctor` checks", argv=argv, transient=False) from None
+        raise SchedulerError(
+            f"{argv[0]} not found on PATH; is this a submit host of that batch system? `containerbatch doctor` checks",
+            argv=argv,
+            transient=False,
+        ) from None
     log.debug("%s exited %s in %.2f s", argv[0], proc.returncode, time.monotonic() - started)
     return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
@@ -113,8 +121,12 @@ class Scheduler:
         """Native state → JobStatus; an unmapped state is UNKNOWN with a warning, never an exception."""
         state = self.STATE_MAP.get(native)
         if state is None:
-            log.warning("%s reported state %r that containerbatch does not know; treating it as UNKNOWN (see %s)",
-                        self.name, native, self.DOCS_URL)
+            log.warning(
+                "%s reported state %r that containerbatch does not know; treating it as UNKNOWN (see %s)",
+                self.name,
+                native,
+                self.DOCS_URL,
+            )
             state = JobState.UNKNOWN
         return JobStatus(state, native, exit_code, reason)
 
@@ -171,5 +183,11 @@ class Scheduler:
 
 def status_error(result: CommandResult, what: str) -> StatusQueryError:
     """A failed status command; transient unless clearly a usage error."""
-    return StatusQueryError(f"{what} failed", argv=result.argv, exit_code=result.exit_code, stdout=result.stdout,
-                            stderr=result.stderr, transient=True)
+    return StatusQueryError(
+        f"{what} failed",
+        argv=result.argv,
+        exit_code=result.exit_code,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        transient=True,
+    )

@@ -38,8 +38,14 @@ class LocalScheduler(Scheduler):
     def submit(self, spec: JobSpec) -> str:
         try:
             with open(spec.stdout_path, "ab") as out, open(spec.stderr_path, "ab") as err:
-                proc = subprocess.Popen(self.submit_argv(spec), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        cwd=spec.working_dir, start_new_session=True)
+                proc = subprocess.Popen(
+                    self.submit_argv(spec),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=spec.working_dir,
+                    start_new_session=True,
+                )
         except OSError as exc:
             raise SubmitError(f"cannot start {spec.script_path}: {exc}", argv=self.submit_argv(spec)) from None
         job_id = str(proc.pid)
@@ -60,8 +66,9 @@ class LocalScheduler(Scheduler):
                 if code is None:
                     states[job_id] = JobStatus(JobState.RUNNING, "running")
                 else:
-                    states[job_id] = JobStatus(JobState.COMPLETED if code == 0 else JobState.FAILED,
-                                               "exited" if code == 0 else "failed", code)
+                    states[job_id] = JobStatus(
+                        JobState.COMPLETED if code == 0 else JobState.FAILED, "exited" if code == 0 else "failed", code
+                    )
             elif self._alive(job_id):
                 states[job_id] = JobStatus(JobState.RUNNING, "running")
             # else: gone without our knowing its end; the done-marker decides
