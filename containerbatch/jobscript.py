@@ -35,6 +35,7 @@ def render(
     directives: Sequence[str] = (),
     stop_command: Sequence[str] | None = None,
     exports: Mapping[str, str] | None = None,
+    epilogue: Sequence[tuple[Sequence[str], str | None]] = (),
 ) -> str:
     """Return the text of job.sh for ``spec`` running ``command``."""
     lines = ["#!/bin/bash"]
@@ -61,13 +62,16 @@ def render(
         lines.append(f"export {key}={q(value)}")
     stop = join(stop_command) + " >/dev/null 2>&1; " if stop_command else ""
     lines += [
-        f'cb_stop() {{ trap - TERM INT; {stop}kill -TERM "$cb_child" 2>/dev/null; }}',
+        # a cancelled job says so, so that its end is not taken for a failure of the task
+        f'cb_stop() {{ trap - TERM INT; : > "$cb_job_dir/cancelled"; {stop}kill -TERM "$cb_child" 2>/dev/null; }}',
         "trap cb_stop TERM INT",
         f"{join(command)} &",
         "cb_child=$!",
         'while kill -0 "$cb_child" 2>/dev/null; do wait "$cb_child"; done',
         'wait "$cb_child"',
-        'cb_finish "$?"',
+        "cb_rc=$?",
+        *[join(argv) + (f" > {q(out)}" if out else "") + " 2>/dev/null" for argv, out in epilogue],
+        'cb_finish "$cb_rc"',
         "",
     ]
     return "\n".join(lines)

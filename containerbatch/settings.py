@@ -101,6 +101,44 @@ def _as_str_dict(value: Any) -> dict[str, str]:
     return {k: str(v) for k, v in mapping.items()}
 
 
+REASONS = (
+    "task_error",
+    "out_of_memory",
+    "walltime",
+    "node_failure",
+    "preempted",
+    "lost",
+    "image_error",
+    "submit_error",
+    "cancelled",
+)
+
+
+def _reasons(value: Any) -> list[str]:
+    reasons = _as_str_list(value)
+    bad = [r for r in reasons if r not in REASONS]
+    if bad:
+        raise TypeError(f"unknown failure reason(s) {bad}; known: {', '.join(REASONS)}")
+    return reasons
+
+
+def _caps(value: Any) -> dict[str, Any]:
+    caps = _as_dict(value)
+    bad = sorted(set(caps) - {"memory", "walltime"})
+    if bad:
+        raise TypeError(f"caps are given for memory and walltime only, not {bad}")
+    from containerbatch.spec import parse_duration, parse_memory
+
+    try:
+        if caps.get("memory"):
+            parse_memory(caps["memory"])
+        if caps.get("walltime"):
+            parse_duration(caps["walltime"])
+    except ValueError as exc:
+        raise TypeError(str(exc)) from None
+    return caps
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         text = _as_str(value)
@@ -253,6 +291,14 @@ DEFINITIONS: dict[str, Setting] = {
             "runtime",
         ),
         _s(
+            "image_pull_timeout",
+            _as_float,
+            3600.0,
+            "float",
+            "Seconds a conversion of a remote image into image_cache may take.",
+            "runtime",
+        ),
+        _s(
             "poll_interval",
             _as_opt_float,
             None,
@@ -342,6 +388,33 @@ DEFINITIONS: dict[str, Setting] = {
             None,
             "int",
             "Attempts per task; default 3 for infrastructure failures, 1 for errors in the task.",
+            "resubmission",
+        ),
+        _s(
+            "retry_on",
+            _reasons,
+            ["out_of_memory", "walltime", "node_failure", "preempted", "lost", "submit_error"],
+            "list[str]",
+            "Failure reasons that are resubmitted: task_error, out_of_memory, walltime, node_failure, preempted, "
+            "lost, image_error, submit_error, cancelled.",
+            "resubmission",
+        ),
+        _s(
+            "retry_wait",
+            _as_float,
+            5.0,
+            "float",
+            "Seconds before the first resubmission (doubles each time).",
+            "resubmission",
+        ),
+        _s("retry_wait_max", _as_float, 300.0, "float", "Longest wait between attempts.", "resubmission"),
+        _s(
+            "resubmit_caps",
+            _caps,
+            {},
+            "dict",
+            "Upper limits for the built-in hook that doubles memory after out_of_memory and walltime after "
+            'walltime, e.g. {"memory": "64GB", "walltime": "48h"}.',
             "resubmission",
         ),
     ]

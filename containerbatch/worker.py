@@ -9,9 +9,12 @@ the outcome goes to luigi's result queue exactly once.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -19,6 +22,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ from containerbatch import jobscript, plugins
 from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerError
 from containerbatch.journal import Journal
 from containerbatch.poller import Poller, TrackedJob
+from containerbatch.resubmit import Failure, Reason, classify, policy_from_settings
 from containerbatch.runtimes.base import Runtime
 from containerbatch.schedulers.base import Scheduler
 from containerbatch.settings import SettingsResolver
@@ -133,6 +139,7 @@ class Run:
             directives=scheduler.directives(spec),
             stop_command=runtime.stop_command(spec),
             exports=runtime.exports(spec),
+            epilogue=runtime.epilogue(spec),
         )
         return script, command, scheduler.submit_file(spec)
 
@@ -161,6 +168,9 @@ class Run:
                         f"runtime {spec.runtime!r} is not usable: {detail}", setting="runtime", task=spec.task_id
                     )
                 runtime.preflight(spec)
+                prepare = getattr(runtime, "prepare_image", None)
+                if prepare is not None:
+                    prepare(spec)  # e.g. a remote image converted once into image_cache
                 self._checked_images.add((spec.runtime, spec.image))
             specs.append(spec)
         return specs
@@ -214,8 +224,11 @@ def walk(tasks: Iterable[luigi.Task]) -> Iterator[luigi.Task]:
         todo.extend(flatten(task.requires()))
 
 
+ACTIVE_STATES = ("submitted", "queued", "running", "held", "unknown")
+
+
 class JobProcess:
-    """The Process-like stand-in luigi's worker holds for one batch job."""
+    """The Process-like stand-in luigi's worker holds for one task's batch job(s)."""
 
     use_multiprocessing = False
     timeout_time = None
@@ -226,11 +239,17 @@ class JobProcess:
         self.run_ctx = run
         self.result_queue = result_queue
         self.spec = run.spec_for(task)
-        self.scheduler = run.scheduler(dict(self.spec.settings))
+        values = dict(self.spec.settings)
+        self.scheduler = run.scheduler(values)
+        self.policy = policy_from_settings(values, task)
         self.journal = run.journal(self.spec.state_dir)
         self.job_id: str | None = None
         self.reported = False
         self.pid = None
+        self.failures: list[Failure] = []
+        self._resubmit_at: float | None = None
+        self._next_spec: JobSpec | None = None
+        self._journal_state = ""
 
     @property
     def key(self) -> str:
@@ -248,9 +267,41 @@ class JobProcess:
 
     def run(self) -> None:
         try:
-            self.submit()
+            with task_lock(self.spec):
+                if not self._reattach():
+                    self.submit()
         except ContainerBatchError as exc:
-            self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+            self._failed_to_submit(exc)
+
+    def _reattach(self) -> bool:
+        """Follow this task's job of an earlier submitter instead of submitting it again.
+
+        Returns False when there is nothing to follow; then the next attempt
+        number continues after the journal's last one (nothing is overwritten).
+        """
+        row = self.journal.latest(self.spec.task_id)
+        if row is None:
+            return False
+        if row.state not in ACTIVE_STATES or row.scheduler != self.spec.batch_system or not row.job_id:
+            self.spec = self.spec.with_attempt(row.attempt + 1)
+            return False
+        self.spec = replace(
+            self.spec.with_attempt(row.attempt), run_id=row.run_id, job_dir=row.job_dir, marker_path=row.marker_path
+        )
+        self.job_id = row.job_id
+        attach = getattr(self.scheduler, "attach", None)
+        if callable(attach):
+            attach(row.job_id, self.spec.script_path)
+        self._track()
+        log.info(
+            "%s: re-attached to %s job %s (attempt %d, submitted by run %s); not submitting it again",
+            self.spec.task_id,
+            row.scheduler,
+            row.job_id,
+            row.attempt,
+            row.run_id,
+        )
+        return True
 
     def submit(self) -> None:
         spec = self.spec
@@ -266,8 +317,13 @@ class JobProcess:
             "sys_path": [str(Path(spec.module_file).parent), spec.working_dir],
             "attempt": spec.attempt,
             "run_id": spec.run_id,
+            "absent_outputs": [p for p in output_paths(self.task) if not os.path.lexists(p)],
         }
         (Path(spec.job_dir) / "task.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+        runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
+        prepare = getattr(runtime, "prepare_image", None)
+        if prepare is not None:  # dynamic dependencies never went through preflight
+            prepare(spec)
         script, _command, submit_file = self.run_ctx.render(spec)
         Path(spec.script_path).write_text(script)
         os.chmod(spec.script_path, 0o755)
@@ -287,44 +343,65 @@ class JobProcess:
             job_dir=spec.job_dir,
             marker_path=spec.marker_path,
         )
-        self.run_ctx.processes[self.key] = self
-        values = spec.settings
-        interval = values.get("poll_interval") or self.scheduler.default_poll_interval
-        self.run_ctx.poller.track(
-            self.key,
-            self.scheduler,
-            self.job_id,
-            spec.marker_path,
-            float(interval),
-            float(values.get("poll_max_interval") or 300.0),
-        )
+        self._journal_state = "submitted"
+        self._track()
         log.info(
-            "submitted %s as %s job %s (%s, image %s); logs in %s",
+            "submitted %s as %s job %s (attempt %d, %s, image %s); logs in %s",
             spec.task_id,
             spec.batch_system,
             self.job_id,
+            spec.attempt,
             spec.runtime,
             spec.image,
             spec.job_dir,
         )
 
+    def _track(self) -> None:
+        assert self.job_id is not None
+        self.run_ctx.processes[self.key] = self
+        values = self.spec.settings
+        interval = values.get("poll_interval") or self.scheduler.default_poll_interval
+        self.run_ctx.poller.track(
+            self.key,
+            self.scheduler,
+            self.job_id,
+            self.spec.marker_path,
+            float(interval),
+            float(values.get("poll_max_interval") or 300.0),
+        )
+
     def is_alive(self) -> bool:
         if self.reported:
             return False
+        if self._resubmit_at is not None:
+            if time.time() >= self._resubmit_at:
+                self._resubmit()
+            return not self.reported
         tracked = self.run_ctx.poller.get(self.key)
-        if tracked is None or not tracked.finished:
+        if tracked is None:
+            return True
+        if not tracked.finished:
+            self._note_state(tracked.status.state)
             return True
         self._finish(tracked)
-        return False
+        return not self.reported
+
+    def _note_state(self, state: JobState) -> None:
+        """Keep the journal's view (for `containerbatch status`) in step: one write per change."""
+        name = {JobState.PENDING: "queued"}.get(state, state.value)
+        if name != self._journal_state and self._journal_state:
+            self._journal_state = name
+            started = time.time() if state == JobState.RUNNING else None
+            self.journal.update(self.spec.task_id, self.spec.attempt, state=name, started=started)
 
     def terminate(self) -> None:
         if self.job_id and not self.reported:
             self.scheduler.kill([self.job_id])
 
     # -- outcome -------------------------------------------------------------
-    def _read_result(self) -> dict[str, Any] | None:
+    def _read_json(self, name: str) -> dict[str, Any] | None:
         try:
-            with open(self.spec.result_path) as handle:
+            with open(Path(self.spec.job_dir) / name) as handle:
                 data = json.load(handle)
             return data if isinstance(data, dict) else None
         except (OSError, ValueError):
@@ -332,7 +409,7 @@ class JobProcess:
 
     def _finish(self, tracked: TrackedJob) -> None:
         spec = self.spec
-        result = self._read_result()
+        result = self._read_json("result.json")
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)
         if result is not None and result.get("status") == "success":
@@ -353,41 +430,90 @@ class JobProcess:
             deps = [tuple(d) for d in result.get("new_deps", [])]
             self._report(PENDING, "", new_deps=deps)
             return
-        reason, detail = self._failure_reason(result, tracked, exit_code)
-        self.journal.update(
-            spec.task_id, spec.attempt, state="failed", reason=reason, exit_code=exit_code, ended=time.time()
+        status = tracked.status
+        if tracked.ended_code is not None and self.job_id and spec.batch_system != "local":
+            # the marker says the job ended, not why: ask the scheduler once
+            # (TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL...)
+            try:
+                status = self.scheduler.query([self.job_id]).get(self.job_id, status)
+            except SchedulerError as exc:
+                log.info("%s: could not ask %s why job %s ended: %s", spec.task_id, spec.batch_system, self.job_id, exc)
+        oom_file = Path(spec.job_dir) / "oom_killed"
+        oom = oom_file.is_file() and oom_file.read_text().strip() == "true"
+        failure = classify(
+            result,
+            status,
+            exit_code,
+            oom_killed=oom,
+            memory_limited=spec.resources.memory_mb is not None,
+            cancelled=(Path(spec.job_dir) / "cancelled").exists(),
+            runtime=spec.runtime,
         )
+        self._failed(failure)
+
+    def _failed(self, failure: Failure) -> None:
+        spec = self.spec
+        self.failures.append(failure)
+        moved = set_aside_partial_outputs(spec)
+        self.journal.update(
+            spec.task_id,
+            spec.attempt,
+            state="failed",
+            reason=failure.reason.value,
+            exit_code=failure.exit_code,
+            ended=time.time(),
+        )
+        if self.policy.should_retry(failure, spec.attempt):
+            delay = self.policy.delay(spec.attempt)
+            resources = self.policy.next_resources(spec, failure)
+            self._next_spec = spec.with_attempt(spec.attempt + 1, resources=resources)
+            self._resubmit_at = time.time() + delay
+            changed = "" if resources == spec.resources else f" with {describe_change(spec.resources, resources)}"
+            log.warning(
+                "%s attempt %d failed (%s: %s); resubmitting in %.0f s as attempt %d%s. Logs: %s",
+                spec.task_id,
+                spec.attempt,
+                failure.reason,
+                failure.detail,
+                delay,
+                spec.attempt + 1,
+                changed,
+                spec.job_dir,
+            )
+            return
         tail = log_tail(spec.stderr_path) or log_tail(spec.stdout_path)
+        history = "".join(f"\n  attempt {i + 1}: {f.reason} (exit {f.exit_code})" for i, f in enumerate(self.failures))
         message = (
             f"{spec.task_id} failed on {spec.batch_system} (job {self.job_id}, attempt {spec.attempt}): "
-            f"{reason}, exit code {exit_code}\n{detail}\nlogs: {spec.stdout_path}, {spec.stderr_path}\n"
-            f"last lines of the log:\n{tail}"
+            f"{failure.reason}, exit code {failure.exit_code}\n{failure.detail}"
+            f"{history if len(self.failures) > 1 else ''}\n"
+            f"logs: {spec.stdout_path}, {spec.stderr_path}\n"
+            + (f"partial outputs moved to {moved}\n" if moved else "")
+            + f"last lines of the log:\n{tail}"
         )
         log.error("%s", message)
         self._report(FAILED, message)
 
-    def _failure_reason(
-        self, result: dict[str, Any] | None, tracked: TrackedJob, exit_code: int | None
-    ) -> tuple[str, str]:
-        if result is not None:
-            kind = "task_error" if result.get("status") == "failure" else "rebuild_error"
-            return kind, str(result.get("exception", ""))
-        status = tracked.status
-        if status.state == JobState.LOST:
-            return "lost", status.reason
-        if status.state == JobState.CANCELLED:
-            return "cancelled", status.reason
-        if status.state == JobState.TIMEOUT:
-            return "walltime", status.reason
-        if exit_code in (125, 126, 127):
-            return "image_error", (
-                "the container could not start the runner (exit 125: the engine failed, "
-                "126/127: python3 not executable/not found in the image); see stderr"
-            )
-        return "no_result", (
-            f"the job ended ({status.native or 'marker'}) without writing {spec_result(self.spec)}"
-            f"{': ' + status.reason if status.reason else ''}"
-        )
+    def _failed_to_submit(self, exc: ContainerBatchError) -> None:
+        transient = bool(getattr(exc, "transient", False))
+        failure = Failure(Reason.SUBMIT_ERROR, str(exc), None)
+        self.failures.append(failure)
+        if transient and self.policy.should_retry(failure, self.spec.attempt):
+            self._next_spec = self.spec.with_attempt(self.spec.attempt + 1)
+            self._resubmit_at = time.time() + self.policy.delay(self.spec.attempt)
+            log.warning("%s: submission failed (%s); trying again", self.spec.task_id, exc)
+            return
+        self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+
+    def _resubmit(self) -> None:
+        assert self._next_spec is not None
+        self.spec, self._next_spec, self._resubmit_at = self._next_spec, None, None
+        self.job_id = None
+        try:
+            with task_lock(self.spec):
+                self.submit()
+        except ContainerBatchError as exc:
+            self._failed_to_submit(exc)
 
     def _report(self, status: str, explanation: str, new_deps: list[tuple[Any, ...]] | None = None) -> None:
         if self.reported:
@@ -396,8 +522,58 @@ class JobProcess:
         self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
 
 
-def spec_result(spec: JobSpec) -> str:
-    return spec.result_path
+def describe_change(old: Resources, new: Resources) -> str:
+    parts = []
+    if old.memory_mb != new.memory_mb:
+        parts.append(f"memory {old.memory_mb} MiB -> {new.memory_mb} MiB")
+    if old.walltime_s != new.walltime_s:
+        parts.append(f"walltime {old.walltime_s} s -> {new.walltime_s} s")
+    return ", ".join(parts) or "changed resources"
+
+
+@contextmanager
+def task_lock(spec: JobSpec) -> Iterator[None]:
+    """One submitter at a time per task and state folder (two submitters never submit a task twice)."""
+    folder = Path(spec.state_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha1(spec.task_id.encode()).hexdigest()
+    with open(folder / name, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def output_paths(task: luigi.Task) -> list[str]:
+    """Local paths of a task's outputs (targets with a ``path`` on this filesystem)."""
+    paths = []
+    for target in flatten(task.output()):
+        path = getattr(target, "path", None)
+        if isinstance(path, str) and isinstance(target, luigi.LocalTarget):
+            paths.append(os.path.abspath(path))
+    return paths
+
+
+def set_aside_partial_outputs(spec: JobSpec) -> str | None:
+    """Move outputs a failed attempt left behind into its job folder, so luigi does not take them as complete.
+
+    Only paths that did not exist when the attempt was submitted are moved:
+    nothing the user made is deleted or overwritten.
+    """
+    try:
+        info = json.loads((Path(spec.job_dir) / "task.json").read_text())
+    except (OSError, ValueError):
+        return None
+    target = Path(spec.job_dir) / "partial-outputs"
+    moved = False
+    for path in info.get("absent_outputs", []):
+        if os.path.lexists(path):
+            dest = target / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, dest)
+            moved = True
+    return str(target) if moved else None
 
 
 def luigi_resources(resources: dict[str, Any]) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """The foundation end to end: the example workflow in Docker on the local scheduler."""
 
+import hashlib
 import json
 import os
 import re
@@ -34,12 +35,16 @@ def test_example_runs_in_containers(tmp_path):
     for row in rows:
         result = json.loads((Path(row["job_dir"]) / "result.json").read_text())
         assert result["status"] == "success"
-        assert "docker run --rm" in (Path(row["job_dir"]) / "job.sh").read_text().replace("/usr/bin/docker", "docker")
+        assert "docker run --name" in (Path(row["job_dir"]) / "job.sh").read_text().replace("/usr/bin/docker", "docker")
     # containers are removed after the run
     names = subprocess.run(
         ["/usr/bin/docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
     ).stdout
-    assert not [n for n in names.split() if re.fullmatch(r"cb-[0-9a-f]{10}-\d+", n)]
+    ours = {
+        "cb-" + hashlib.sha1(f"{r['run_id']}/{r['task_id']}".encode()).hexdigest()[:10] + f"-{r['attempt']}"
+        for r in rows
+    }
+    assert ours and not ours & set(names.split())
 
 
 def test_second_run_submits_nothing(tmp_path):

@@ -11,7 +11,8 @@ mkdir -p "$LOGDIR"
 
 # --- packages (apt-get update only when something is missing) ---
 missing=()
-for p in docker.io podman; do
+# catatonit: the init process podman runs for `--init`
+for p in docker.io podman catatonit; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

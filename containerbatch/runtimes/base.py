@@ -49,6 +49,10 @@ class Runtime:
         """An argv that stops the container when the job is cancelled."""
         return None
 
+    def epilogue(self, spec: JobSpec) -> list[tuple[list[str], str | None]]:
+        """Commands the job script runs after the container ended: (argv, file for its stdout)."""
+        return []
+
     def exports(self, spec: JobSpec) -> dict[str, str]:
         """Environment variables exported in the job script before the command."""
         return {}

@@ -92,7 +92,9 @@ class DockerRuntime(Runtime):
         return ["--init", "-u", f"{os.getuid()}:{os.getgid()}"]
 
     def command(self, spec: JobSpec) -> list[str]:
-        argv = [self.client(), "run", "--rm", "--name", spec.container_name, *self.run_options(spec)]
+        # no --rm: the job script asks the engine whether it killed the container
+        # for memory (State.OOMKilled), then removes it (see epilogue)
+        argv = [self.client(), "run", "--name", spec.container_name, *self.run_options(spec)]
         argv += ["-w", spec.working_dir]
         for bind in self.binds(spec):
             argv += ["-v", f"{bind.src}:{bind.dst}" + (":ro" if bind.read_only else "")]
@@ -114,7 +116,17 @@ class DockerRuntime(Runtime):
         return argv
 
     def stop_command(self, spec: JobSpec) -> list[str]:
-        return [self.client(), "kill", spec.container_name]
+        # TERM through --init to the runner, KILL after 10 s
+        return [self.client(), "stop", "--time", "10", spec.container_name]
+
+    def epilogue(self, spec: JobSpec) -> list[tuple[list[str], str | None]]:
+        return [
+            (
+                [self.client(), "inspect", "--format", "{{.State.OOMKilled}}", spec.container_name],
+                os.path.join(spec.job_dir, "oom_killed"),
+            ),
+            ([self.client(), "rm", "--force", spec.container_name], None),
+        ]
 
 
 class PodmanRuntime(DockerRuntime):

@@ -1,0 +1,256 @@
+"""Scheduler ``slurm``: one ``sbatch --parsable job.sh`` per task.
+
+Resources, job name and log paths are ``#SBATCH`` directives in job.sh rather
+than sbatch options: the script alone then reproduces the job
+(``sbatch job.sh`` by hand, ``scontrol write batch_script``) and
+``containerbatch show`` shows one artefact.  Directive lines are parsed by
+sbatch, not by a shell: words split on whitespace, ``'…'``/``"…"`` group, a
+backslash escapes the next character, an unquoted ``#`` starts a comment, and
+a line cannot continue -- :func:`directive_quote` writes for exactly that.
+
+One poll is one ``squeue -t all`` call for every job of the run (``-t all``
+keeps finished jobs visible until MinJobAge, so most ends need no history),
+plus one ``sacct`` call for the ids that left the queue without a done-marker.
+When accounting is disabled, that is remembered, and each such job is asked
+once with ``scontrol show job`` (scontrol takes one id per call; it reads the
+same table as squeue, so this rarely finds more).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError, SubmitError
+from containerbatch.schedulers.base import CommandResult, Scheduler, status_error
+from containerbatch.spec import JobSpec
+from containerbatch.states import JobState, JobStatus
+
+log = logging.getLogger(__name__)
+
+S = JobState
+#: Every state of https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES (sacct prints the same words).
+STATE_MAP: dict[str, JobState] = {
+    "PENDING": S.PENDING,  # PD: waiting for resources
+    "CONFIGURING": S.PENDING,  # CF: allocated, nodes still booting/configuring
+    "REQUEUED": S.PENDING,  # RQ: completing job being requeued: it will run again
+    "REQUEUE_FED": S.PENDING,  # RF: requeued by its federation
+    "RESIZING": S.RUNNING,  # RS: job is about to change size
+    "RUNNING": S.RUNNING,  # R: has an allocation
+    "COMPLETING": S.RUNNING,  # CG: finishing, some processes still active: not ended yet
+    "SIGNALING": S.RUNNING,  # SI: being signalled
+    "STAGE_OUT": S.RUNNING,  # SO: staging out data (burst buffer)
+    "SUSPENDED": S.SUSPENDED,  # S: running job stopped, CPUs released
+    "STOPPED": S.SUSPENDED,  # ST: running job stopped (SIGSTOP), CPUs retained
+    "REQUEUE_HOLD": S.HELD,  # RH: requeued and held
+    "RESV_DEL_HOLD": S.HELD,  # RD: held because its reservation was deleted
+    "SPECIAL_EXIT": S.HELD,  # SE: requeued in a special state (held) after a special exit value
+    "COMPLETED": S.COMPLETED,  # CD: all processes ended with exit code 0
+    "FAILED": S.FAILED,  # F: non-zero exit code or other failure
+    "BOOT_FAIL": S.FAILED,  # BF: launch failure, e.g. a node would not boot
+    "NODE_FAIL": S.FAILED,  # NF: an allocated node failed (native word kept for the classifier)
+    "OUT_OF_MEMORY": S.FAILED,  # OOM: exceeded its memory limit (native word kept)
+    "PREEMPTED": S.CANCELLED,  # PR: preempted by another job (native word kept)
+    "CANCELLED": S.CANCELLED,  # CA: scancel by user or administrator (sacct: "CANCELLED by UID")
+    "REVOKED": S.CANCELLED,  # RV: sibling removed because another cluster of the federation started it
+    "DEADLINE": S.TIMEOUT,  # DL: would not finish before its --deadline
+    "TIMEOUT": S.TIMEOUT,  # TO: reached its time limit
+}
+_TRANSIENT = ("Socket timed out", "Unable to contact slurm controller", "temporarily unable", "Connection refused")
+_SAFE = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
+
+
+def directive_quote(value: object) -> str:
+    """Quote one word for an ``#SBATCH`` line (sbatch's own parser, not a shell).
+
+    >>> directive_quote("--mem=4M"), directive_quote('--comment=a "b" #c')
+    ('--mem=4M', '"--comment=a \\\\"b\\\\" #c"')
+    """
+    text = str(value)
+    if any(c in text for c in "\n\r\0"):
+        raise ConfigError(f"{text!r} contains a line break, which an #SBATCH line cannot hold", setting="slurm")
+    if _SAFE.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_walltime(seconds: int) -> str:
+    """``D-HH:MM:SS`` for ``--time`` (Slurm rounds seconds up to whole minutes).
+
+    >>> format_walltime(5400), format_walltime(93600)
+    ('1:30:00', '1-02:00:00')
+    """
+    if seconds <= 0:
+        raise ConfigError(f"walltime must be positive, not {seconds} s", setting="resources")
+    days, rest = divmod(int(seconds), 86400)
+    text = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text.zfill(8)}" if days else text
+
+
+def _log_path(path: str) -> str:
+    if "\\" in path:  # a backslash turns Slurm's %-patterns off; refuse rather than guess
+        raise ConfigError(f"log path {path} contains a backslash, which Slurm treats specially; rename the folder",
+                          setting="log_dir")
+    return path.replace("%", "%%")  # %j, %x… are patterns: keep a literal %
+
+
+def _base_id(job_id: str) -> str:
+    return job_id.split("_", 1)[0].split(";", 1)[0].split(".", 1)[0].strip()
+
+
+def _exit_code(text: str) -> int | None:
+    """``exit:signal`` → the shell's view: the exit code, or 128+signal."""
+    match = re.fullmatch(r"(\d+):(\d+)", text.strip())
+    if not match:
+        return None
+    code, sig = int(match.group(1)), int(match.group(2))
+    return 128 + sig if sig else code
+
+
+class SlurmScheduler(Scheduler):
+    """Slurm through sbatch, squeue, sacct, scontrol and scancel."""
+
+    name = "slurm"
+    commands = ("sbatch", "squeue", "scancel")
+    DOCS_URL = "https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES"
+    STATE_MAP = STATE_MAP
+    default_poll_interval = 30.0
+
+    def __init__(self, settings: dict[str, object] | None = None) -> None:
+        super().__init__(settings)
+        self.accounting = True  # False once sacct said accounting storage is disabled
+        self._scontrol_asked: set[str] = set()
+
+    # -- submission -----------------------------------------------------------
+    def directives(self, spec: JobSpec) -> list[str]:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.job_name)[:128] or "containerbatch"
+        opts = [f"--job-name={name}", f"--output={_log_path(spec.stdout_path)}",
+                f"--error={_log_path(spec.stderr_path)}", f"--chdir={spec.working_dir}"]
+        res = spec.resources
+        if res.memory_mb is not None:
+            opts.append(f"--mem={res.memory_mb}M")
+        if res.cpus is not None:
+            opts.append(f"--cpus-per-task={res.cpus}")
+        if res.walltime_s is not None:
+            opts.append(f"--time={format_walltime(res.walltime_s)}")
+        if res.gpus:
+            opts.append(f"--gres=gpu:{res.gpus}")
+        if res.disk_mb is not None:
+            opts.append(f"--tmp={res.disk_mb}M")
+        if res.queue:
+            opts.append(f"--partition={res.queue}")
+        if res.account:
+            opts.append(f"--account={res.account}")
+        for extra in spec.settings.get("slurm_extra_args") or []:
+            if not str(extra).startswith("-"):
+                raise ConfigError(f"{extra!r} is not an sbatch option; each item must start with '-' "
+                                  "(e.g. '--qos=long' or '--constraint=avx2')", setting="slurm_extra_args",
+                                  task=spec.task_id)
+            opts.append(str(extra))
+        return [f"#SBATCH {directive_quote(o)}" for o in opts]
+
+    def submit_argv(self, spec: JobSpec) -> list[str]:
+        return ["sbatch", "--parsable", spec.script_path]
+
+    def parse_submit(self, result: CommandResult) -> str:
+        first = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+        job_id = first.split(";", 1)[0].strip()  # "123" or "123;cluster"
+        if result.exit_code != 0 or not job_id.isdigit():
+            transient = any(t in result.stderr for t in _TRANSIENT)
+            raise SubmitError("sbatch did not submit the job" + ("; the controller did not answer, retrying may help"
+                              if transient else "; see stderr, check `containerbatch show` for the directives"),
+                              argv=result.argv, exit_code=result.exit_code, stdout=result.stdout,
+                              stderr=result.stderr, transient=transient)
+        return job_id
+
+    # -- status ---------------------------------------------------------------
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["squeue", "-h", "-a", "-t", "all", "-o", "%i %T %r", "-j", ",".join(job_ids)]
+
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if result.exit_code != 0:
+            if "Invalid job id specified" in result.stderr:
+                return {}  # exactly one id asked and it is unknown: absent, not an error
+            raise status_error(result, "squeue")
+        rows: dict[str, list[JobStatus]] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) >= 2:
+                reason = parts[2].strip() if len(parts) > 2 and parts[2].strip() != "None" else ""
+                rows.setdefault(_base_id(parts[0]), []).append(self.map_state(parts[1], None, reason))
+        return {job: _combine(found) for job, found in rows.items() if job in job_ids}
+
+    def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        return ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode"]
+
+    def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if result.exit_code != 0:
+            raise status_error(result, "sacct")
+        rows: dict[str, list[JobStatus]] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) >= 3 and parts[1].strip():
+                native, _, by = parts[1].strip().partition(" ")  # "CANCELLED by 1000"
+                rows.setdefault(_base_id(parts[0]), []).append(self.map_state(native, _exit_code(parts[2]), by))
+        return {job: _combine(found) for job, found in rows.items() if job in job_ids}
+
+    def parse_scontrol(self, result: CommandResult) -> JobStatus | None:
+        """``scontrol show job [-o] ID``: None for an unknown (purged) id."""
+        if result.exit_code != 0:
+            if "Invalid job id specified" in result.stderr:
+                return None
+            raise status_error(result, "scontrol")
+        fields = dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+        if "JobState" not in fields:
+            return None
+        reason = fields.get("Reason", "")
+        return self.map_state(fields["JobState"], _exit_code(fields.get("ExitCode", "")),
+                              "" if reason == "None" else reason)
+
+    def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if not job_ids:
+            return {}
+        states = self.parse_status(self._ask(self.status_argv(job_ids)), job_ids)
+        gone = [j for j in job_ids if j not in states]
+        if gone and self.accounting:
+            result = self._ask(self.history_argv(gone) or [])
+            if result.exit_code != 0 and "accounting storage is disabled" in result.stderr:
+                log.info("Slurm accounting is disabled; jobs gone from squeue are asked with scontrol, once each")
+                self.accounting = False
+            else:
+                states.update(self.parse_history(result, gone))
+                return states
+        for job_id in gone:
+            if job_id not in self._scontrol_asked:
+                self._scontrol_asked.add(job_id)
+                status = self.parse_scontrol(self._ask(["scontrol", "show", "job", "-o", job_id]))
+                if status is not None:
+                    states[job_id] = status
+        return states
+
+    def _ask(self, argv: list[str]) -> CommandResult:
+        try:
+            result = self._run(argv)
+        except SchedulerError as exc:
+            raise StatusQueryError(str(exc), argv=argv, transient=exc.transient) from None
+        return result
+
+    def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["scancel", *job_ids]
+
+    def kill(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            result = self._run(self.kill_argv(job_ids))  # unknown or finished ids: silent, exit 0
+            if result.exit_code != 0:
+                raise SchedulerError("scancel failed", argv=result.argv, exit_code=result.exit_code,
+                                     stderr=result.stderr, transient=any(t in result.stderr for t in _TRANSIENT))
+
+
+_RANK = {S.RUNNING: 0, S.SUSPENDED: 1, S.HELD: 2, S.PENDING: 3, S.UNKNOWN: 4, S.FAILED: 5, S.TIMEOUT: 6,
+         S.CANCELLED: 7, S.LOST: 8, S.COMPLETED: 9}
+
+
+def _combine(rows: list[JobStatus]) -> JobStatus:
+    """Rows of one job (array elements): alive while any element is, else the worst end."""
+    return min(rows, key=lambda s: _RANK[s.state])
