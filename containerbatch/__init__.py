@@ -25,8 +25,20 @@ __version__ = "0.1.0"
 _LAZY = {"process": "containerbatch.worker", "Run": "containerbatch.worker", "BatchWorker": "containerbatch.worker"}
 
 __all__ = [
-    "ConfigError", "ContainerBatchError", "JobFailedError", "JobState", "JobStatus", "SchedulerError",
-    "StatusQueryError", "SubmitError", "clear_setting", "get_setting", "process", "set_setting", "Run", "BatchWorker",
+    "ConfigError",
+    "ContainerBatchError",
+    "JobFailedError",
+    "JobState",
+    "JobStatus",
+    "SchedulerError",
+    "StatusQueryError",
+    "SubmitError",
+    "clear_setting",
+    "get_setting",
+    "process",
+    "set_setting",
+    "Run",
+    "BatchWorker",
 ]
 
 

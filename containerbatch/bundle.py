@@ -44,7 +44,7 @@ def _closure(roots: tuple[str, ...] = ROOTS) -> list[Distribution]:
         seen[key] = dist
         for text in dist.requires or []:
             req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
+            if req.marker is None or req.marker.evaluate({**env, "extra": ""}):  # type: ignore[dict-item]
                 todo.append(req.name)
     return sorted(seen.values(), key=lambda d: d.metadata["Name"].lower())
 

@@ -60,7 +60,7 @@ def sif_header_ok(head: bytes) -> bool:
     >>> sif_header_ok(b"PK\\x03\\x04")
     False
     """
-    return head.startswith(SIF_LAUNCH) and head[SIF_MAGIC_OFFSET:SIF_MAGIC_OFFSET + len(SIF_MAGIC)] == SIF_MAGIC
+    return head.startswith(SIF_LAUNCH) and head[SIF_MAGIC_OFFSET : SIF_MAGIC_OFFSET + len(SIF_MAGIC)] == SIF_MAGIC
 
 
 def image_format(path: str | os.PathLike[str]) -> str | None:
@@ -106,8 +106,14 @@ def conversion_argv(binary: str, dest: str, uri: str) -> list[str]:
     return [binary, "pull", dest, uri]
 
 
-def ensure_cached(binary: str, uri: str, cache_dir: str | os.PathLike[str], *,
-                  timeout: float = DEFAULT_PULL_TIMEOUT, task: str | None = None) -> Path:
+def ensure_cached(
+    binary: str,
+    uri: str,
+    cache_dir: str | os.PathLike[str],
+    *,
+    timeout: float = DEFAULT_PULL_TIMEOUT,
+    task: str | None = None,
+) -> Path:
     """Return the local SIF for ``uri`` in ``cache_dir``, converting it first if it is not there yet.
 
     Safe for concurrent callers (threads and processes, on one host or on a
@@ -125,8 +131,11 @@ def ensure_cached(binary: str, uri: str, cache_dir: str | os.PathLike[str], *,
         dest.parent.mkdir(parents=True, exist_ok=True)
         lock_handle = open(dest.with_name(dest.name + ".lock"), "a")
     except OSError as exc:
-        raise ConfigError(f"cannot use the image cache {dest.parent}: {exc}; fix the folder's permissions or "
-                          "choose another one", setting="image_cache", task=task) from None
+        raise ConfigError(
+            f"cannot use the image cache {dest.parent}: {exc}; fix the folder's permissions or choose another one",
+            setting="image_cache",
+            task=task,
+        ) from None
     with lock_handle:
         fcntl.flock(lock_handle.fileno(), fcntl.LOCK_EX)
         if _valid_sif(dest):
@@ -140,18 +149,25 @@ def ensure_cached(binary: str, uri: str, cache_dir: str | os.PathLike[str], *,
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             partial.unlink(missing_ok=True)
-            raise ConfigError(f"converting {uri} took longer than {timeout:.0f} s ({' '.join(argv)}); convert it "
-                              f"by hand (`{' '.join(conversion_argv(binary, str(dest), uri))}`) and try again",
-                              setting="image", task=task) from None
+            raise ConfigError(
+                f"converting {uri} took longer than {timeout:.0f} s ({' '.join(argv)}); convert it "
+                f"by hand (`{' '.join(conversion_argv(binary, str(dest), uri))}`) and try again",
+                setting="image",
+                task=task,
+            ) from None
         except OSError as exc:
             raise ConfigError(f"cannot run {binary}: {exc}", setting="apptainer_binary", task=task) from None
         if proc.returncode != 0 or not _valid_sif(partial):
             partial.unlink(missing_ok=True)
             detail = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
             why = f"exit code {proc.returncode}" if proc.returncode else "it wrote no SIF file"
-            raise ConfigError(f"could not convert {uri} to a SIF ({why}): {' '.join(argv)}\n{detail}\n"
-                              "Check the image name and your registry access "
-                              f"(`{binary} pull` it by hand to see the error)", setting="image", task=task)
+            raise ConfigError(
+                f"could not convert {uri} to a SIF ({why}): {' '.join(argv)}\n{detail}\n"
+                "Check the image name and your registry access "
+                f"(`{binary} pull` it by hand to see the error)",
+                setting="image",
+                task=task,
+            )
         os.replace(partial, dest)
         log.info("cached %s as %s", uri, dest)
         return dest

@@ -218,9 +218,12 @@ class Poller:
             wait=wait_exponential(multiplier=low, min=low, max=high),
             retry=retry_if_exception(lambda e: isinstance(e, SchedulerError) and e.transient),
             before_sleep=mark_unknown,
-            sleep=self._stop.wait,  # stop() interrupts a back-off
+            sleep=self._sleep,  # stop() interrupts a back-off
             reraise=True,
         )
+
+    def _sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
 
     def _set_unknown(self, jobs: list[TrackedJob], why: str) -> None:
         with self._lock:

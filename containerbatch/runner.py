@@ -61,7 +61,7 @@ def rebuild_task(info):
     from luigi.task_register import Register
 
     task = Register.get_task_cls(info["family"]).from_str_params(info["params"])
-    if task.task_id != info["task_id"]:
+    if task.task_id != info.get("node_task_id", info["task_id"]):
         raise RuntimeError(
             "rebuilt task %s but the submit host sent %s: the workflow file changed between submission and run"
             % (task.task_id, info["task_id"])

@@ -383,6 +383,23 @@ DEFINITIONS: dict[str, Setting] = {
             "scheduler",
         ),
         _s(
+            "held_timeout",
+            _as_opt_float,
+            None,
+            "float",
+            "Seconds a job may stay held (HTCondor hold, Slurm JobHeld) before held_action; default: wait.",
+            "scheduler",
+        ),
+        _s(
+            "held_action",
+            _choice("fail", "release", "remove"),
+            "fail",
+            "str",
+            "After held_timeout: fail (remove the job; the failure may be resubmitted), release it, or remove it "
+            "(same as fail).",
+            "scheduler",
+        ),
+        _s(
             "max_attempts",
             _as_opt_int,
             None,

@@ -75,6 +75,7 @@ class Run:
         self._checked_images: set[tuple[str, str | None]] = set()
         self._lock = threading.RLock()
         self.processes: dict[str, JobProcess] = {}
+        self.planned: list[JobSpec] = []  # tasks that will run, from preflight (for progress displays)
 
     # -- plugins -------------------------------------------------------------
     def scheduler(self, values: dict[str, Any]) -> Scheduler:
@@ -130,8 +131,13 @@ class Run:
 
     def render(self, spec: JobSpec) -> tuple[str, list[str], str | None]:
         """(job script, container argv, submit file) for ``spec``."""
-        runtime = self.runtime(spec.runtime, dict(spec.settings))
         scheduler = self.scheduler(dict(spec.settings))
+        if scheduler.runs_container(spec):
+            # the batch system starts the container (HTCondor container universe,
+            # +SingularityImage): job.sh runs the runner inside it as it is
+            runtime: Runtime = _InsideContainer(dict(spec.settings))
+        else:
+            runtime = self.runtime(spec.runtime, dict(spec.settings))
         command = runtime.command(spec)
         script = jobscript.render(
             spec,
@@ -150,6 +156,7 @@ class Run:
             if _is_external(task):
                 continue
             spec = self.spec_for(task, with_bundle=False)  # settings and resources are valid
+            self.reconcile(spec)
             if task.complete():
                 continue
             scheduler = self.scheduler(dict(spec.settings))
@@ -161,6 +168,8 @@ class Run:
                     task=spec.task_id,
                 )
             runtime = self.runtime(spec.runtime, dict(spec.settings))
+            if scheduler.runs_container(spec):
+                continue  # the engine is the batch system's business, on its nodes
             if (spec.runtime, spec.image) not in self._checked_images:
                 ok, detail = runtime.available()
                 if not ok:
@@ -173,7 +182,40 @@ class Run:
                     prepare(spec)  # e.g. a remote image converted once into image_cache
                 self._checked_images.add((spec.runtime, spec.image))
             specs.append(spec)
+        self.planned = specs
         return specs
+
+    def reconcile(self, spec: JobSpec) -> None:
+        """Record in the journal how jobs of an earlier submitter ended while nobody watched.
+
+        Only the job's own files are read (result.json, exit_code); a job still
+        running is left for JobProcess to re-attach.
+        """
+        state_db = Path(spec.state_dir) / "journal.sqlite"
+        if not state_db.exists():
+            return
+        journal = self.journal(spec.state_dir)
+        row = journal.latest(spec.task_id)
+        if row is None or row.state not in ACTIVE_STATES or not os.path.exists(row.marker_path):
+            return
+        try:
+            result = json.loads((Path(row.job_dir) / "result.json").read_text())
+        except (OSError, ValueError):
+            result = {}
+        try:
+            code: int | None = int(Path(row.marker_path).read_text().strip())
+        except (OSError, ValueError):
+            code = None
+        state = {"success": "done", "new_deps": "new_deps"}.get(result.get("status", ""), "failed")
+        journal.update(
+            spec.task_id,
+            row.attempt,
+            state=state,
+            exit_code=code,
+            started=result.get("started"),
+            ended=result.get("finished") or time.time(),
+        )
+        log.info("%s: attempt %d ended while no submitter watched (%s)", spec.task_id, row.attempt, state)
 
     # -- cancel ----------------------------------------------------------------
     def cancel_all(self) -> int:
@@ -194,6 +236,7 @@ class Run:
                 log.error("could not cancel %s jobs %s: %s", scheduler.name, ids, exc)
                 continue
             for proc in procs:
+                proc.cancelled = True
                 proc.journal.update(
                     proc.spec.task_id, proc.spec.attempt, state="cancelled", reason="cancelled", ended=time.time()
                 )
@@ -205,6 +248,18 @@ class Run:
         for journal in self._journals.values():
             journal.end_run(self.run_id)
             journal.close()
+
+
+class _InsideContainer(Runtime):
+    """The command for a job that the batch system already runs inside its container."""
+
+    name = "inside"
+
+    def command(self, spec: JobSpec) -> list[str]:
+        return spec.runner_argv()
+
+    def exports(self, spec: JobSpec) -> dict[str, str]:
+        return self.container_env(spec)
 
 
 def _is_external(task: luigi.Task) -> bool:
@@ -250,6 +305,10 @@ class JobProcess:
         self._resubmit_at: float | None = None
         self._next_spec: JobSpec | None = None
         self._journal_state = ""
+        self.cancelled = False
+        self._held_since: float | None = None
+        self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
+        self.submitted_at: float | None = None
 
     @property
     def key(self) -> str:
@@ -289,6 +348,7 @@ class JobProcess:
             self.spec.with_attempt(row.attempt), run_id=row.run_id, job_dir=row.job_dir, marker_path=row.marker_path
         )
         self.job_id = row.job_id
+        self.submitted_at = row.submitted
         attach = getattr(self.scheduler, "attach", None)
         if callable(attach):
             attach(row.job_id, self.spec.script_path)
@@ -309,6 +369,8 @@ class JobProcess:
             Path(folder).mkdir(parents=True, exist_ok=True)
         info = {
             "task_id": spec.task_id,
+            # the id the node computes from the string parameters (FloatParameter 0 → 0.0)
+            "node_task_id": type(self.task).from_str_params(dict(spec.params)).task_id,
             "family": spec.task_family,
             "module": spec.task_module,
             "module_file": spec.module_file,
@@ -330,6 +392,7 @@ class JobProcess:
         if submit_file is not None and self.scheduler.submit_file_name:
             (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
         self.job_id = self.scheduler.submit(spec)
+        self.submitted_at = time.time()
         self.journal.record_submit(
             run_id=spec.run_id,
             task_id=spec.task_id,
@@ -382,8 +445,43 @@ class JobProcess:
             return True
         if not tracked.finished:
             self._note_state(tracked.status.state)
+            if tracked.status.state == JobState.HELD:
+                return self._held(tracked)
+            self._held_since = None
             return True
         self._finish(tracked)
+        return not self.reported
+
+    def _held(self, tracked: TrackedJob) -> bool:
+        """A held job is neither running nor failed; after held_timeout, held_action decides."""
+        now = time.time()
+        if self._held_since is None:
+            self._held_since = now
+            log.warning(
+                "%s: %s job %s is held: %s",
+                self.spec.task_id,
+                self.spec.batch_system,
+                self.job_id,
+                tracked.status.reason or tracked.status.native,
+            )
+        timeout = self.spec.settings.get("held_timeout")
+        if timeout is None or now - self._held_since < float(timeout):
+            return True
+        action = self.spec.settings.get("held_action") or "fail"
+        assert self.job_id is not None
+        self._held_since = None
+        try:
+            if action == "release":
+                log.warning("%s: releasing held job %s", self.spec.task_id, self.job_id)
+                self.scheduler.release([self.job_id])
+                return True
+            self.scheduler.kill([self.job_id])
+        except SchedulerError as exc:
+            log.error("%s: could not %s held job %s: %s", self.spec.task_id, action, self.job_id, exc)
+            return True
+        self.run_ctx.poller.forget(self.key)
+        failure = classify(None, tracked.status, None, runtime=self.spec.runtime)
+        self._failed(failure)
         return not self.reported
 
     def _note_state(self, state: JobState) -> None:
@@ -395,7 +493,8 @@ class JobProcess:
             self.journal.update(self.spec.task_id, self.spec.attempt, state=name, started=started)
 
     def terminate(self) -> None:
-        if self.job_id and not self.reported:
+        if self.job_id and not self.reported and not self.cancelled:
+            self.cancelled = True
             self.scheduler.kill([self.job_id])
 
     # -- outcome -------------------------------------------------------------
@@ -449,18 +548,19 @@ class JobProcess:
             cancelled=(Path(spec.job_dir) / "cancelled").exists(),
             runtime=spec.runtime,
         )
-        self._failed(failure)
+        self._failed(failure, started=(result or {}).get("started"))
 
-    def _failed(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
         self.failures.append(failure)
         moved = set_aside_partial_outputs(spec)
         self.journal.update(
             spec.task_id,
             spec.attempt,
-            state="failed",
+            state="cancelled" if failure.reason == Reason.CANCELLED else "failed",
             reason=failure.reason.value,
             exit_code=failure.exit_code,
+            started=started,
             ended=time.time(),
         )
         if self.policy.should_retry(failure, spec.attempt):
@@ -519,6 +619,7 @@ class JobProcess:
         if self.reported:
             return
         self.reported = True
+        self.outcome = status
         self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
 
 

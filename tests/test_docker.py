@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import subprocess
 from pathlib import Path

@@ -17,11 +17,20 @@ DEMO = ROOT / "images" / "demo" / "Dockerfile"
 SIF_HEAD = images.SIF_LAUNCH.ljust(32, b"\0") + images.SIF_MAGIC + b"\0"
 
 
-@pytest.mark.parametrize(("image", "remote"), [
-    ("docker://python:3.11", True), ("docker-daemon:cb-demo:latest", True), ("oras://ghcr.io/a/b:1", True),
-    ("library://alpine:3", True), ("shub://x/y", True), ("https://example.org/a.sif", True),
-    ("analysis.sif", False), ("/images/sandbox", False), ("./docker:tag", False),
-])
+@pytest.mark.parametrize(
+    ("image", "remote"),
+    [
+        ("docker://python:3.11", True),
+        ("docker-daemon:cb-demo:latest", True),
+        ("oras://ghcr.io/a/b:1", True),
+        ("library://alpine:3", True),
+        ("shub://x/y", True),
+        ("https://example.org/a.sif", True),
+        ("analysis.sif", False),
+        ("/images/sandbox", False),
+        ("./docker:tag", False),
+    ],
+)
 def test_is_remote(image: str, remote: bool) -> None:
     assert images.is_remote(image) is remote
 
@@ -33,17 +42,30 @@ def test_image_format(tmp_path: Path) -> None:
     (tmp_path / "d.sif").write_bytes(b"")
     (tmp_path / "sandbox" / "bin").mkdir(parents=True)
     (tmp_path / "empty").mkdir()
-    kinds = {name: images.image_format(tmp_path / name) for name in ("a.sif", "b.sqsh", "c.sif", "d.sif", "sandbox",
-                                                                     "empty")}
-    assert kinds == {"a.sif": "sif", "b.sqsh": "squashfs", "c.sif": None, "d.sif": None, "sandbox": "sandbox",
-                     "empty": None}
+    kinds = {
+        name: images.image_format(tmp_path / name) for name in ("a.sif", "b.sqsh", "c.sif", "d.sif", "sandbox", "empty")
+    }
+    assert kinds == {
+        "a.sif": "sif",
+        "b.sqsh": "squashfs",
+        "c.sif": None,
+        "d.sif": None,
+        "sandbox": "sandbox",
+        "empty": None,
+    }
     with pytest.raises(FileNotFoundError):
         images.image_format(tmp_path / "missing.sif")
 
 
 def test_cache_names_are_safe_and_distinct() -> None:
-    uris = ["docker://python:3.11", "docker://python:3.11-slim", "oras://ghcr.io/a/b:1", "docker://Python:3.11",
-            "docker://a/b:c;rm -rf $HOME", "library://" + "x" * 300]
+    uris = [
+        "docker://python:3.11",
+        "docker://python:3.11-slim",
+        "oras://ghcr.io/a/b:1",
+        "docker://Python:3.11",
+        "docker://a/b:c;rm -rf $HOME",
+        "library://" + "x" * 300,
+    ]
     names = [images.cache_name(u) for u in uris]
     assert len(set(names)) == len(names)
     for name in names:
@@ -53,10 +75,18 @@ def test_cache_names_are_safe_and_distinct() -> None:
 
 
 def test_conversion_argv() -> None:
-    assert images.conversion_argv("apptainer", "/c/x.sif", "docker://a:1") == ["apptainer", "pull", "/c/x.sif",
-                                                                              "docker://a:1"]
+    assert images.conversion_argv("apptainer", "/c/x.sif", "docker://a:1") == [
+        "apptainer",
+        "pull",
+        "/c/x.sif",
+        "docker://a:1",
+    ]
     assert images.conversion_argv("singularity", "/c/x.sif", "docker-daemon:a:1") == [
-        "singularity", "build", "/c/x.sif", "docker-daemon:a:1"]
+        "singularity",
+        "build",
+        "/c/x.sif",
+        "docker-daemon:a:1",
+    ]
 
 
 def test_convert_demo_dockerfile() -> None:
@@ -96,8 +126,9 @@ def test_cli_convert_writes_file_and_refuses_overwrite(tmp_path: Path) -> None:
     assert target.read_text() == images.convert_dockerfile(DEMO)
     again = runner.invoke(_app(), ["image", "convert", str(DEMO), "-o", str(target)])
     assert again.exit_code != 0 and isinstance(again.exception, ConfigError) and "--force" in str(again.exception)
-    forced = runner.invoke(_app(), ["image", "convert", str(DEMO), "-o", str(target), "--force", "--bootstrap",
-                                    "docker-daemon"])
+    forced = runner.invoke(
+        _app(), ["image", "convert", str(DEMO), "-o", str(target), "--force", "--bootstrap", "docker-daemon"]
+    )
     assert forced.exit_code == 0 and target.read_text().startswith("Bootstrap: docker-daemon\n")
 
 

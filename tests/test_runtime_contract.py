@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import DEMO_IMAGE, FAKES_BIN, IN_CI, ROOT, run_cli
 
-WORKFLOW = '''
+WORKFLOW = """
 import json, os, platform, luigi
 
 class Facts(luigi.Task):
@@ -50,7 +50,7 @@ class Boom(luigi.Task):
 class All(luigi.WrapperTask):
     def requires(self):
         return [Facts(), Boom()]
-'''
+"""
 
 ODD_VALUE = "spaces, commas; $dollar 'quotes' \"double\""
 CASES = [
@@ -77,8 +77,10 @@ def test_runtime_contract(runtime: str, scheduler: str, tmp_path: Path, request:
     data.mkdir()
     (data / "input.txt").write_text("bound input\n")
     inside = str(data / "input.txt") if runtime == "host" else "/data/input.txt"
-    settings = {"binds": [f"{data}:/data:ro"], "env": {"CB_CONTRACT": ODD_VALUE, "CB_INPUT": inside,
-                                                       "CB_REPO_FILE": str(ROOT / "pyproject.toml")}}
+    settings = {
+        "binds": [f"{data}:/data:ro"],
+        "env": {"CB_CONTRACT": ODD_VALUE, "CB_INPUT": inside, "CB_REPO_FILE": str(ROOT / "pyproject.toml")},
+    }
     (work / "settings.json").write_text(json.dumps(settings))
 
     host_path = f"/cb-host-only-dir:{os.environ['PATH']}"

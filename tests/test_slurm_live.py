@@ -74,8 +74,12 @@ def shims(tmp_path: Path) -> tuple[dict[str, str], Path]:
         (folder / tool).write_text(SHIM)
         (folder / tool).chmod(0o755)
     log = tmp_path / "calls.log"
-    env = {"PATH": f"{folder}:{os.environ['PATH']}", "CB_SHIM_LOG": str(log), "CONTAINERBATCH_POLL_INTERVAL": "2",
-           "CONTAINERBATCH_BATCH_SYSTEM": "slurm"}
+    env = {
+        "PATH": f"{folder}:{os.environ['PATH']}",
+        "CB_SHIM_LOG": str(log),
+        "CONTAINERBATCH_POLL_INTERVAL": "2",
+        "CONTAINERBATCH_BATCH_SYSTEM": "slurm",
+    }
     return env, log
 
 
@@ -119,8 +123,23 @@ def test_readme_workflow_on_slurm_with_docker(tmp_path, shims):
     work = tmp_path / "work"
     work.mkdir()
     started = time.monotonic()
-    proc = run_cli(["run", str(ROOT / "examples" / "workflow.py"), "Summary", "--samples", "2", "--batch-system",
-                    "slurm", "--image", DEMO_IMAGE, "--workers", "3"], cwd=work, env=env)
+    proc = run_cli(
+        [
+            "run",
+            str(ROOT / "examples" / "workflow.py"),
+            "Summary",
+            "--samples",
+            "2",
+            "--batch-system",
+            "slurm",
+            "--image",
+            DEMO_IMAGE,
+            "--workers",
+            "3",
+        ],
+        cwd=work,
+        env=env,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (work / "results" / "summary_2.txt").read_text().startswith("2 fits")
@@ -163,9 +182,14 @@ def test_failing_status_command_is_retried_and_the_run_succeeds(tmp_path, shims)
 
 
 def _start(work: Path, env: dict[str, str], seconds: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "containerbatch", "run", "naps.py", "Nap", "--i", "0", "--seconds",
-                             seconds], cwd=work, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "containerbatch", "run", "naps.py", "Nap", "--i", "0", "--seconds", seconds],
+        cwd=work,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _running_job(work: Path) -> str:
@@ -221,8 +245,12 @@ def test_hostile_directive_values_reach_slurm_unchanged(tmp_path):
     job_dir = work / "logs" / "attempt-1"
     job_dir.mkdir(parents=True)
     comment = "c 'q' \"d\" $(touch /tmp/never) # x"
-    the_spec = spec(str(work), job_dir=str(job_dir), job_name="name with space",
-                    settings={"slurm_extra_args": [f"--comment={comment}", "--hold"]})
+    the_spec = spec(
+        str(work),
+        job_dir=str(job_dir),
+        job_name="name with space",
+        settings={"slurm_extra_args": [f"--comment={comment}", "--hold"]},
+    )
     sched = SlurmScheduler()
     script = jobscript.render(the_spec, ["true"], directives=sched.directives(the_spec))
     Path(the_spec.script_path).write_text(script)

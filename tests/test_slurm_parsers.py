@@ -71,14 +71,21 @@ EXPECTED: dict[str, Any] = {
     "scontrol_show_job_timeout": (S.TIMEOUT, "TIMEOUT", 143, "TimeLimit"),
     "scontrol_show_job_unknown": None,
     "squeue_all_states_reason": {
-        "334": (S.COMPLETED, "COMPLETED", None, ""), "335": (S.FAILED, "FAILED", None, "NonZeroExitCode"),
-        "336": (S.CANCELLED, "CANCELLED", None, ""), "337": (S.RUNNING, "RUNNING", None, ""),
-        "338": (S.RUNNING, "RUNNING", None, ""), "339": (S.PENDING, "PENDING", None, "JobHeldUser")},
+        "334": (S.COMPLETED, "COMPLETED", None, ""),
+        "335": (S.FAILED, "FAILED", None, "NonZeroExitCode"),
+        "336": (S.CANCELLED, "CANCELLED", None, ""),
+        "337": (S.RUNNING, "RUNNING", None, ""),
+        "338": (S.RUNNING, "RUNNING", None, ""),
+        "339": (S.PENDING, "PENDING", None, "JobHeldUser"),
+    },
     "squeue_array": {"171": (S.RUNNING, "RUNNING", None, "")},
     "squeue_controller_down": ("error", "StatusQueryError", True),
     "squeue_finished_states": {
-        "176": (S.CANCELLED, "CANCELLED", None, ""), "174": (S.COMPLETED, "COMPLETED", None, ""),
-        "175": (S.FAILED, "FAILED", None, ""), "167": (S.TIMEOUT, "TIMEOUT", None, "")},
+        "176": (S.CANCELLED, "CANCELLED", None, ""),
+        "174": (S.COMPLETED, "COMPLETED", None, ""),
+        "175": (S.FAILED, "FAILED", None, ""),
+        "167": (S.TIMEOUT, "TIMEOUT", None, ""),
+    },
     "squeue_known_and_unknown": {"169": (S.RUNNING, "RUNNING", None, "")},
     "squeue_one_unknown_all_states": {},
     "squeue_pending_running": {"169": (S.RUNNING, "RUNNING", None, ""), "170": (S.PENDING, "PENDING", None, "")},
@@ -107,22 +114,29 @@ def test_submit_with_cluster_suffix():
 
 
 def test_submit_socket_timeout_is_transient():
-    res = _result(["sbatch"], 1, "", "sbatch: error: Batch job submission failed: Socket timed out on send/recv "
-                  "operation\n")
+    res = _result(
+        ["sbatch"], 1, "", "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n"
+    )
     with pytest.raises(SubmitError) as info:
         SlurmScheduler().parse_submit(res)
     assert info.value.transient
 
 
 def test_sacct_rows():
-    out = "10|COMPLETED|0:0\n11|CANCELLED by 1000|0:15\n12|OUT_OF_MEMORY|0:125\n13_[2-5]|PENDING|0:0\n" \
-          "13_1|RUNNING|0:0\n14|NODE_FAIL|1:0\n15|PREEMPTED|0:9\n"
+    out = (
+        "10|COMPLETED|0:0\n11|CANCELLED by 1000|0:15\n12|OUT_OF_MEMORY|0:125\n13_[2-5]|PENDING|0:0\n"
+        "13_1|RUNNING|0:0\n14|NODE_FAIL|1:0\n15|PREEMPTED|0:9\n"
+    )
     ids = ["10", "11", "12", "13", "14", "15"]
     got = SlurmScheduler().parse_history(_result(["sacct"], 0, out), ids)
     assert {k: (v.state, v.native, v.exit_code, v.reason) for k, v in got.items()} == {
-        "10": (S.COMPLETED, "COMPLETED", 0, ""), "11": (S.CANCELLED, "CANCELLED", 143, "by 1000"),
-        "12": (S.FAILED, "OUT_OF_MEMORY", 253, ""), "13": (S.RUNNING, "RUNNING", 0, ""),
-        "14": (S.FAILED, "NODE_FAIL", 1, ""), "15": (S.CANCELLED, "PREEMPTED", 137, "")}
+        "10": (S.COMPLETED, "COMPLETED", 0, ""),
+        "11": (S.CANCELLED, "CANCELLED", 143, "by 1000"),
+        "12": (S.FAILED, "OUT_OF_MEMORY", 253, ""),
+        "13": (S.RUNNING, "RUNNING", 0, ""),
+        "14": (S.FAILED, "NODE_FAIL", 1, ""),
+        "15": (S.CANCELLED, "PREEMPTED", 137, ""),
+    }
 
 
 class Replay(SlurmScheduler):
@@ -147,8 +161,13 @@ def test_query_one_squeue_then_sacct_only_for_gone():
 
 
 def test_query_remembers_disabled_accounting_and_asks_scontrol_once_per_job():
-    sched = Replay({"squeue": load("squeue_unknown_two"), "sacct": load("sacct_accounting_disabled"),
-                    "scontrol": load("scontrol_show_job_unknown")})
+    sched = Replay(
+        {
+            "squeue": load("squeue_unknown_two"),
+            "sacct": load("sacct_accounting_disabled"),
+            "scontrol": load("scontrol_show_job_unknown"),
+        }
+    )
     assert sched.query(["7", "8"]) == {}
     assert sched.query(["7", "8"]) == {}
     tools = [c[0] for c in sched.calls]
@@ -170,10 +189,32 @@ def test_kill_is_one_call():
 
 
 # -- the state map --------------------------------------------------------------------------------------------
-DOCUMENTED = ["BOOT_FAIL", "CANCELLED", "COMPLETED", "CONFIGURING", "COMPLETING", "DEADLINE", "FAILED", "NODE_FAIL",
-              "OUT_OF_MEMORY", "PENDING", "PREEMPTED", "RUNNING", "RESV_DEL_HOLD", "REQUEUE_FED", "REQUEUE_HOLD",
-              "REQUEUED", "RESIZING", "REVOKED", "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED", "SUSPENDED",
-              "TIMEOUT"]  # https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES
+DOCUMENTED = [
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "CONFIGURING",
+    "COMPLETING",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PENDING",
+    "PREEMPTED",
+    "RUNNING",
+    "RESV_DEL_HOLD",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "REQUEUED",
+    "RESIZING",
+    "REVOKED",
+    "SIGNALING",
+    "SPECIAL_EXIT",
+    "STAGE_OUT",
+    "STOPPED",
+    "SUSPENDED",
+    "TIMEOUT",
+]  # https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES
 
 
 def test_map_covers_the_documented_states():
@@ -200,12 +241,26 @@ def test_unknown_state_is_unknown_with_warning(caplog):
 # -- directives and argv --------------------------------------------------------------------------------------
 def spec(tmp: str = "/w", **changes: Any) -> JobSpec:
     base: dict[str, Any] = dict(
-        run_id="20261126-101010-abcdef", task_id="Fit_1_abc", task_family="Fit", task_module="wf",
-        module_file=f"{tmp}/wf.py", params={"sample": "1"}, attempt=1, batch_system="slurm", runtime="docker",
-        image="cb-demo:latest", working_dir=tmp, result_dir=f"{tmp}/results", log_dir=f"{tmp}/logs",
-        state_dir=f"{tmp}/.containerbatch", job_dir=f"{tmp}/logs/Fit/Fit_1_abc/attempt-1",
-        marker_path=f"{tmp}/.containerbatch/runs/r/done/Fit_1_abc.1", job_name="cb-abcdef-Fit",
-        executable=("python3",), settings={"slurm_extra_args": []})
+        run_id="20261126-101010-abcdef",
+        task_id="Fit_1_abc",
+        task_family="Fit",
+        task_module="wf",
+        module_file=f"{tmp}/wf.py",
+        params={"sample": "1"},
+        attempt=1,
+        batch_system="slurm",
+        runtime="docker",
+        image="cb-demo:latest",
+        working_dir=tmp,
+        result_dir=f"{tmp}/results",
+        log_dir=f"{tmp}/logs",
+        state_dir=f"{tmp}/.containerbatch",
+        job_dir=f"{tmp}/logs/Fit/Fit_1_abc/attempt-1",
+        marker_path=f"{tmp}/.containerbatch/runs/r/done/Fit_1_abc.1",
+        job_name="cb-abcdef-Fit",
+        executable=("python3",),
+        settings={"slurm_extra_args": []},
+    )
     base.update(changes)
     return JobSpec(**base)
 
@@ -215,7 +270,7 @@ def sbatch_words(line: str) -> list[str]:
     whitespace splits, '…' and "…" group, backslash escapes the next character, unquoted # ends the line."""
     assert line.startswith("#SBATCH ")
     words, word, quote, escape, started = [], "", "", False, False
-    for ch in line[len("#SBATCH "):]:
+    for ch in line[len("#SBATCH ") :]:
         if escape:
             word, escape, started = word + ch, False, True
         elif ch == "\\":
@@ -241,8 +296,17 @@ def sbatch_words(line: str) -> list[str]:
 
 
 def test_golden_directives_with_resources():
-    res = Resources.parse({"memory": "4GB", "cpus": 2, "walltime": "2h", "gpus": 1, "partition": "debug",
-                           "account": "proj-1", "disk": "10GiB"})
+    res = Resources.parse(
+        {
+            "memory": "4GB",
+            "cpus": 2,
+            "walltime": "2h",
+            "gpus": 1,
+            "partition": "debug",
+            "account": "proj-1",
+            "disk": "10GiB",
+        }
+    )
     lines = SlurmScheduler().directives(spec(resources=res, settings={"slurm_extra_args": ["--qos=long"]}))
     assert lines == [
         "#SBATCH --job-name=cb-abcdef-Fit",
@@ -260,8 +324,10 @@ def test_golden_directives_with_resources():
     ]
 
 
-@pytest.mark.parametrize(("walltime", "expected"), [("1:30:00", "1:30:00"), ("90min", "1:30:00"),
-                                                    ("1-2:00:00", "1-02:00:00"), (59, "0:00:59")])
+@pytest.mark.parametrize(
+    ("walltime", "expected"),
+    [("1:30:00", "1:30:00"), ("90min", "1:30:00"), ("1-2:00:00", "1-02:00:00"), (59, "0:00:59")],
+)
 def test_walltime(walltime: Any, expected: str):
     assert format_walltime(Resources.parse({"walltime": walltime}).walltime_s or 0) == expected
 
@@ -281,8 +347,14 @@ EVIL = "a b 'q' \"dq\" $(touch /tmp/x) `id` ; # % \\ end"
 def test_hostile_values_round_trip_through_sbatch_parsing():
     tmp = "/tmp/work " + EVIL.replace("\\", "")  # a backslash in log paths is refused (below)
     sched = SlurmScheduler()
-    lines = sched.directives(spec(tmp, job_name="x; $(rm -rf ~) \"y\"\nz", resources=Resources(account=EVIL),
-                                  settings={"slurm_extra_args": [f"--comment={EVIL}"]}))
+    lines = sched.directives(
+        spec(
+            tmp,
+            job_name='x; $(rm -rf ~) "y"\nz',
+            resources=Resources(account=EVIL),
+            settings={"slurm_extra_args": [f"--comment={EVIL}"]},
+        )
+    )
     words = [w for line in lines for w in sbatch_words(line)]
     assert len(words) == len(lines)  # one option per line, nothing split off
     assert words[0] == "--job-name=x____rm_-rf_____y__z"  # sanitized
@@ -290,7 +362,7 @@ def test_hostile_values_round_trip_through_sbatch_parsing():
     assert words[3] == f"--chdir={tmp}"
     assert words[-2:] == [f"--account={EVIL}", f"--comment={EVIL}"]
     script = jobscript.render(spec(tmp), ["python3", "-m", "containerbatch.runner", "x"], directives=lines)
-    assert script.splitlines()[1:len(lines) + 1] == lines  # right after #!/bin/bash, before any command
+    assert script.splitlines()[1 : len(lines) + 1] == lines  # right after #!/bin/bash, before any command
 
 
 def test_newline_and_bad_extra_args_refused():

@@ -15,10 +15,12 @@ image_app = typer.Typer(help="Container image helpers.", no_args_is_help=True)
 @image_app.command("convert")
 def convert(
     dockerfile: Annotated[Path, typer.Argument(help="The Dockerfile to translate.")],
-    output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="Write the definition file here (default: stdout).")] = None,
-    bootstrap: Annotated[str, typer.Option(
-        help="docker (base image from a registry) or docker-daemon (from the local engine).")] = "docker",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the definition file here (default: stdout).")
+    ] = None,
+    bootstrap: Annotated[
+        str, typer.Option(help="docker (base image from a registry) or docker-daemon (from the local engine).")
+    ] = "docker",
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
 ) -> None:
     """Translate a Dockerfile into an Apptainer/Singularity definition file (offline, with spython).
@@ -36,8 +38,11 @@ def convert(
 
         raise ConfigError(f"{output} exists; pass --force to overwrite it")
     output.write_text(text)
-    err.print(f"wrote {output}; build it with: apptainer build {output.with_suffix('.sif').name} {output}",
-              markup=False, highlight=False)
+    err.print(
+        f"wrote {output}; build it with: apptainer build {output.with_suffix('.sif').name} {output}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -32,14 +32,23 @@ def register(app: typer.Typer) -> None:
         runtime: str = typer.Option(None, "--runtime", help="docker, podman, apptainer, singularity or host."),
         batch_system: str = typer.Option(None, "--batch-system", help="local, slurm, lsf or htcondor."),
         workers: int = typer.Option(1, "--workers", min=1, help="Jobs in flight at once."),
+        progress: bool = typer.Option(
+            True, "--progress/--no-progress", help="Live display of the jobs (a line per change when not a terminal)."
+        ),
     ) -> None:
         """Run TASK (with its --parameters) and everything it needs."""
-        from containerbatch.worker import process
+        from containerbatch.cli.display import ProgressDisplay
+        from containerbatch.worker import Run, process
 
         _apply_overrides(image, runtime, batch_system)
         task = build_task(workflow, list(ctx.args))
+        run_ctx = Run()
         try:
-            ok = process([task], workers=workers)
+            if progress:
+                with ProgressDisplay(run_ctx, console=out):
+                    ok = process([task], workers=workers, run=run_ctx)
+            else:
+                ok = process([task], workers=workers, run=run_ctx)
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)

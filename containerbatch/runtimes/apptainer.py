@@ -58,8 +58,10 @@ class ApptainerRuntime(Runtime):
     def available(self) -> tuple[bool, str]:
         binary = self.binary()
         if binary is None:
-            return False, (f"none of {', '.join(self.binaries)} on PATH: install Apptainer ({_INSTALL}), load its "
-                           "module in the shell you submit from, or set apptainer_binary")
+            return False, (
+                f"none of {', '.join(self.binaries)} on PATH: install Apptainer ({_INSTALL}), load its "
+                "module in the shell you submit from, or set apptainer_binary"
+            )
         try:
             out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -91,7 +93,9 @@ class ApptainerRuntime(Runtime):
                     raise ConfigError(
                         f"{self.name} cannot bind {folder!r}: its --bind syntax has no escape for ',' or ':'; rename "
                         "the folder or choose a working_dir/result_dir/log_dir without them",
-                        setting="binds", task=spec.task_id)
+                        setting="binds",
+                        task=spec.task_id,
+                    )
         image = spec.image or ""
         if images.is_remote(image):
             return
@@ -100,23 +104,35 @@ class ApptainerRuntime(Runtime):
             raise ConfigError(
                 f"image {image!r} not found (looked for {path}). Build it (`apptainer build {path.name} "
                 "docker://NAME:TAG`, or from a definition file: see `containerbatch image convert`), fix the `image` "
-                "setting, or name a registry image as docker://NAME:TAG", setting="image", task=spec.task_id)
+                "setting, or name a registry image as docker://NAME:TAG",
+                setting="image",
+                task=spec.task_id,
+            )
         try:
             if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
                 raise PermissionError(13, "permission denied")
             kind = images.image_format(path)
         except OSError as exc:
-            raise ConfigError(f"image {path} cannot be read by this user ({exc.strerror}); fix its permissions "
-                              f"(`chmod a+rX {path}`)", setting="image", task=spec.task_id) from None
+            raise ConfigError(
+                f"image {path} cannot be read by this user ({exc.strerror}); fix its permissions (`chmod a+rX {path}`)",
+                setting="image",
+                task=spec.task_id,
+            ) from None
         if kind is None and path.is_dir():
-            raise ConfigError(f"image {path} is a directory without /bin or /usr, not a sandbox image; point "
-                              "`image` at the root file system of the sandbox (made by `apptainer build --sandbox`)",
-                              setting="image", task=spec.task_id)
+            raise ConfigError(
+                f"image {path} is a directory without /bin or /usr, not a sandbox image; point "
+                "`image` at the root file system of the sandbox (made by `apptainer build --sandbox`)",
+                setting="image",
+                task=spec.task_id,
+            )
         if kind is None:
-            raise ConfigError(f"image {path} is not a SIF file (no SIF_MAGIC at offset 32 after the "
-                              "`#!/usr/bin/env run-singularity` line); was the build or copy interrupted? Rebuild "
-                              "it with `apptainer build`, or give a Docker image as docker://NAME:TAG",
-                              setting="image", task=spec.task_id)
+            raise ConfigError(
+                f"image {path} is not a SIF file (no SIF_MAGIC at offset 32 after the "
+                "`#!/usr/bin/env run-singularity` line); was the build or copy interrupted? Rebuild "
+                "it with `apptainer build`, or give a Docker image as docker://NAME:TAG",
+                setting="image",
+                task=spec.task_id,
+            )
 
     def prepare_image(self, spec: JobSpec) -> str | None:
         """Convert a remote image to a SIF in ``image_cache`` once (file-locked); return its path.
@@ -131,8 +147,12 @@ class ApptainerRuntime(Runtime):
             return None
         binary = self.client(spec)
         if not shutil.which(binary):
-            raise ConfigError(f"cannot convert {image}: {binary} is not installed on this host; install Apptainer "
-                              f"({_INSTALL}) or unset image_cache", setting="apptainer_binary", task=spec.task_id)
+            raise ConfigError(
+                f"cannot convert {image}: {binary} is not installed on this host; install Apptainer "
+                f"({_INSTALL}) or unset image_cache",
+                setting="apptainer_binary",
+                task=spec.task_id,
+            )
         timeout = float(spec.settings.get("image_pull_timeout") or images.DEFAULT_PULL_TIMEOUT)
         return str(images.ensure_cached(binary, image, cache, timeout=timeout, task=spec.task_id))
 
@@ -164,11 +184,18 @@ class ApptainerRuntime(Runtime):
     def _check_env(self, spec: JobSpec) -> None:
         bad = sorted(k for k in spec.env if not _ENV_NAME.match(k))
         if bad:
-            raise ConfigError(f"environment variable name(s) {bad} are not valid shell names (letters, digits, _)",
-                              setting="env", task=spec.task_id)
+            raise ConfigError(
+                f"environment variable name(s) {bad} are not valid shell names (letters, digits, _)",
+                setting="env",
+                task=spec.task_id,
+            )
         if "HOME" in spec.env:
-            raise ConfigError(f"{self.name} does not let a job set HOME through the environment; drop it from `env` "
-                              "(use apptainer_extra_args [\"--home\", DIR])", setting="env", task=spec.task_id)
+            raise ConfigError(
+                f"{self.name} does not let a job set HOME through the environment; drop it from `env` "
+                '(use apptainer_extra_args ["--home", DIR])',
+                setting="env",
+                task=spec.task_id,
+            )
 
 
 class SingularityRuntime(ApptainerRuntime):

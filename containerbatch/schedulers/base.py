@@ -95,6 +95,20 @@ class Scheduler:
         """Text of a separate submit description (HTCondor), if the scheduler uses one."""
         return None
 
+    def runs_container(self, spec: JobSpec) -> bool:
+        """Whether the batch system itself starts the container (then job.sh runs the plain runner)."""
+        return False
+
+    def release_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        """argv that releases held jobs, where the batch system has holds."""
+        return None
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        argv = self.release_argv(job_ids)
+        if argv is None:
+            raise SchedulerError(f"{self.name} has no way to release held jobs")
+        self._run(argv)
+
     def submit_argv(self, spec: JobSpec) -> list[str]:
         raise NotImplementedError
 
@@ -179,6 +193,20 @@ class Scheduler:
 
     def native_states(self) -> list[str]:
         return sorted(self.STATE_MAP)
+
+
+def submit_error(result: CommandResult, transient_markers: Sequence[str], hint: str) -> SubmitError:
+    """A refused submission; transient when the output shows one of ``transient_markers``."""
+    transient = any(marker in result.stdout + result.stderr for marker in transient_markers)
+    return SubmitError(
+        f"{result.argv[0]} did not submit the job"
+        + ("; the batch system did not answer, retrying may help" if transient else f"; {hint}"),
+        argv=result.argv,
+        exit_code=result.exit_code,
+        stdout=result.stdout,
+        stderr=result.stderr or result.stdout,
+        transient=transient,
+    )
 
 
 def status_error(result: CommandResult, what: str) -> StatusQueryError:

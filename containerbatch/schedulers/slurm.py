@@ -22,8 +22,8 @@ import logging
 import re
 from collections.abc import Sequence
 
-from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError, SubmitError
-from containerbatch.schedulers.base import CommandResult, Scheduler, status_error
+from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
+from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
@@ -90,8 +90,9 @@ def format_walltime(seconds: int) -> str:
 
 def _log_path(path: str) -> str:
     if "\\" in path:  # a backslash turns Slurm's %-patterns off; refuse rather than guess
-        raise ConfigError(f"log path {path} contains a backslash, which Slurm treats specially; rename the folder",
-                          setting="log_dir")
+        raise ConfigError(
+            f"log path {path} contains a backslash, which Slurm treats specially; rename the folder", setting="log_dir"
+        )
     return path.replace("%", "%%")  # %j, %x… are patterns: keep a literal %
 
 
@@ -125,8 +126,12 @@ class SlurmScheduler(Scheduler):
     # -- submission -----------------------------------------------------------
     def directives(self, spec: JobSpec) -> list[str]:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.job_name)[:128] or "containerbatch"
-        opts = [f"--job-name={name}", f"--output={_log_path(spec.stdout_path)}",
-                f"--error={_log_path(spec.stderr_path)}", f"--chdir={spec.working_dir}"]
+        opts = [
+            f"--job-name={name}",
+            f"--output={_log_path(spec.stdout_path)}",
+            f"--error={_log_path(spec.stderr_path)}",
+            f"--chdir={spec.working_dir}",
+        ]
         res = spec.resources
         if res.memory_mb is not None:
             opts.append(f"--mem={res.memory_mb}M")
@@ -144,9 +149,12 @@ class SlurmScheduler(Scheduler):
             opts.append(f"--account={res.account}")
         for extra in spec.settings.get("slurm_extra_args") or []:
             if not str(extra).startswith("-"):
-                raise ConfigError(f"{extra!r} is not an sbatch option; each item must start with '-' "
-                                  "(e.g. '--qos=long' or '--constraint=avx2')", setting="slurm_extra_args",
-                                  task=spec.task_id)
+                raise ConfigError(
+                    f"{extra!r} is not an sbatch option; each item must start with '-' "
+                    "(e.g. '--qos=long' or '--constraint=avx2')",
+                    setting="slurm_extra_args",
+                    task=spec.task_id,
+                )
             opts.append(str(extra))
         return [f"#SBATCH {directive_quote(o)}" for o in opts]
 
@@ -157,11 +165,7 @@ class SlurmScheduler(Scheduler):
         first = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
         job_id = first.split(";", 1)[0].strip()  # "123" or "123;cluster"
         if result.exit_code != 0 or not job_id.isdigit():
-            transient = any(t in result.stderr for t in _TRANSIENT)
-            raise SubmitError("sbatch did not submit the job" + ("; the controller did not answer, retrying may help"
-                              if transient else "; see stderr, check `containerbatch show` for the directives"),
-                              argv=result.argv, exit_code=result.exit_code, stdout=result.stdout,
-                              stderr=result.stderr, transient=transient)
+            raise submit_error(result, _TRANSIENT, "see stderr; `containerbatch show` prints the directives")
         return job_id
 
     # -- status ---------------------------------------------------------------
@@ -205,8 +209,9 @@ class SlurmScheduler(Scheduler):
         if "JobState" not in fields:
             return None
         reason = fields.get("Reason", "")
-        return self.map_state(fields["JobState"], _exit_code(fields.get("ExitCode", "")),
-                              "" if reason == "None" else reason)
+        return self.map_state(
+            fields["JobState"], _exit_code(fields.get("ExitCode", "")), "" if reason == "None" else reason
+        )
 
     def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if not job_ids:
@@ -239,16 +244,34 @@ class SlurmScheduler(Scheduler):
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["scancel", *job_ids]
 
+    def release_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["scontrol", "release", ",".join(job_ids)]
+
     def kill(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             result = self._run(self.kill_argv(job_ids))  # unknown or finished ids: silent, exit 0
             if result.exit_code != 0:
-                raise SchedulerError("scancel failed", argv=result.argv, exit_code=result.exit_code,
-                                     stderr=result.stderr, transient=any(t in result.stderr for t in _TRANSIENT))
+                raise SchedulerError(
+                    "scancel failed",
+                    argv=result.argv,
+                    exit_code=result.exit_code,
+                    stderr=result.stderr,
+                    transient=any(t in result.stderr for t in _TRANSIENT),
+                )
 
 
-_RANK = {S.RUNNING: 0, S.SUSPENDED: 1, S.HELD: 2, S.PENDING: 3, S.UNKNOWN: 4, S.FAILED: 5, S.TIMEOUT: 6,
-         S.CANCELLED: 7, S.LOST: 8, S.COMPLETED: 9}
+_RANK = {
+    S.RUNNING: 0,
+    S.SUSPENDED: 1,
+    S.HELD: 2,
+    S.PENDING: 3,
+    S.UNKNOWN: 4,
+    S.FAILED: 5,
+    S.TIMEOUT: 6,
+    S.CANCELLED: 7,
+    S.LOST: 8,
+    S.COMPLETED: 9,
+}
 
 
 def _combine(rows: list[JobStatus]) -> JobStatus:

@@ -70,7 +70,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -85,15 +84,19 @@ DEFAULT_ERRORS = {
     "bjobs": ("Request from non-LSF host rejected\n", 255),
     "bhist": ("Request from non-LSF host rejected\n", 255),
     "bkill": ("Request from non-LSF host rejected\n", 255),
-    "condor_q": ("-- Failed to fetch ads from: %s : %s\nSECMAN:2007:Failed to end classad message.\n"
-                 % (SCHEDD_ADDR, HOST), 1),
-    "condor_history": ("-- Failed to fetch ads from: %s : %s\nSECMAN:2007:Failed to end classad message.\n"
-                       % (SCHEDD_ADDR, HOST), 1),
+    "condor_q": (
+        "-- Failed to fetch ads from: %s : %s\nSECMAN:2007:Failed to end classad message.\n" % (SCHEDD_ADDR, HOST),
+        1,
+    ),
+    "condor_history": (
+        "-- Failed to fetch ads from: %s : %s\nSECMAN:2007:Failed to end classad message.\n" % (SCHEDD_ADDR, HOST),
+        1,
+    ),
     "condor_submit": ("\nERROR: Can't find address of local schedd\n", 1),
     "condor_rm": ("\nERROR: Can't find address of local schedd\n", 1),
     "condor_release": ("\nERROR: Can't find address of local schedd\n", 1),
 }
-GARBAGE = "\x00\x1b[0m<html><head><title>502 Bad Gateway</title></head>\n{\"COMMAND\":\"bjo\n"
+GARBAGE = '\x00\x1b[0m<html><head><title>502 Bad Gateway</title></head>\n{"COMMAND":"bjo\n'
 TERM = {
     "owner": "TERM_OWNER: job killed by owner",
     "memlimit": "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit",
@@ -112,11 +115,13 @@ def envf(name, default):
 
 # --------------------------------------------------------------------------- state
 
+
 def state_dir():
     d = os.environ.get("CB_FAKE_STATE")
     if not d:
-        sys.stderr.write("fakesched: CB_FAKE_STATE is not set; export CB_FAKE_STATE=<directory> "
-                         "for the fake scheduler state\n")
+        sys.stderr.write(
+            "fakesched: CB_FAKE_STATE is not set; export CB_FAKE_STATE=<directory> for the fake scheduler state\n"
+        )
         sys.exit(2)
     os.makedirs(d, exist_ok=True)
     return d
@@ -143,15 +148,16 @@ def locked():
     d = state_dir()
     with open(os.path.join(d, "state.lock"), "a+") as lf:
         fcntl.flock(lf, fcntl.LOCK_EX)
-        box = {"state": _read_json(os.path.join(d, "state.json"), {}),
-               "faults": _read_json(os.path.join(d, "faults.json"), [])}
+        box = {
+            "state": _read_json(os.path.join(d, "state.json"), {}),
+            "faults": _read_json(os.path.join(d, "faults.json"), []),
+        }
         box["state"].setdefault("lsf", {"next": 1, "jobs": {}})
         box["state"].setdefault("condor", {"next": 1, "jobs": {}})
         before = json.dumps(box["faults"], sort_keys=True)
         yield box
         _write_json(os.path.join(d, "state.json"), box["state"])
-        if json.dumps(box["faults"], sort_keys=True) != before or not os.path.exists(
-                os.path.join(d, "faults.json")):
+        if json.dumps(box["faults"], sort_keys=True) != before or not os.path.exists(os.path.join(d, "faults.json")):
             _write_json(os.path.join(d, "faults.json"), box["faults"])
 
 
@@ -171,6 +177,7 @@ def slog(msg):
 
 # --------------------------------------------------------------------------- faults
 
+
 def _fault_active(f, now):
     if f.get("count") is not None and f["count"] <= 0:
         return False
@@ -181,8 +188,7 @@ def take_tool_fault(box, tool):
     """Return (and consume one use of) the first active fault for this tool."""
     now = time.time()
     for f in box["faults"]:
-        if f.get("kind") in ("error", "hang", "garbage") and tool in f.get("tools", []) \
-                and _fault_active(f, now):
+        if f.get("kind") in ("error", "hang", "garbage") and tool in f.get("tools", []) and _fault_active(f, now):
             if f.get("count") is not None:
                 f["count"] -= 1
             return dict(f)
@@ -218,9 +224,14 @@ def pg_signal(pid, sig):
 def spawn_escalation(pid, grace=None):
     """SIGKILL the process group after the grace period, from a detached helper."""
     grace = envf("CB_FAKE_KILL_GRACE", 2) if grace is None else grace
-    subprocess.Popen([sys.executable, os.path.join(HERE, "fakesched.py"), "_escalate", str(pid), str(grace)],
-                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, close_fds=True)
+    subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "fakesched.py"), "_escalate", str(pid), str(grace)],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+    )
 
 
 def terminate(pid, first=signal.SIGTERM):
@@ -253,12 +264,20 @@ def apply_job_faults(box):
             f["applied"] = now  # too late: nothing to do
         elif kind == "hold":
             if sched == "condor":
-                job.update(JobStatus=5, LastJobStatus=job.get("JobStatus", 1), EnteredCurrentStatus=int(now),
-                           HoldReason=f.get("reason") or "via condor_hold (by user %s)" % job["Owner"],
-                           HoldReasonCode=int(f.get("code") if f.get("code") is not None else 1),
-                           HoldReasonSubCode=int(f.get("subcode") or 0))
-                ulog_event(job, "012", "Job was held.\n\t%s\n\tCode %d Subcode %d"
-                           % (job["HoldReason"], job["HoldReasonCode"], job["HoldReasonSubCode"]))
+                job.update(
+                    JobStatus=5,
+                    LastJobStatus=job.get("JobStatus", 1),
+                    EnteredCurrentStatus=int(now),
+                    HoldReason=f.get("reason") or "via condor_hold (by user %s)" % job["Owner"],
+                    HoldReasonCode=int(f.get("code") if f.get("code") is not None else 1),
+                    HoldReasonSubCode=int(f.get("subcode") or 0),
+                )
+                ulog_event(
+                    job,
+                    "012",
+                    "Job was held.\n\t%s\n\tCode %d Subcode %d"
+                    % (job["HoldReason"], job["HoldReasonCode"], job["HoldReasonSubCode"]),
+                )
             job["suspended"] = True
             if running:
                 pg_signal(job.get("pid"), signal.SIGSTOP)
@@ -284,12 +303,22 @@ def apply_job_faults(box):
                 reason = f.get("reason") or (
                     "Error from slot1_1@%s: Job has gone over cgroup memory limit of %d megabytes. "
                     "Peak usage: %d megabytes.  Consider resubmitting with a higher request_memory."
-                    % (HOST, mem, mem + 1))
-                job.update(JobStatus=5, LastJobStatus=2, EnteredCurrentStatus=int(now), HoldReason=reason,
-                           HoldReasonCode=int(f.get("code") if f.get("code") is not None else 34),
-                           HoldReasonSubCode=int(f.get("subcode") or 0))
-                ulog_event(job, "012", "Job was held.\n\t%s\n\tCode %d Subcode %d"
-                           % (reason, job["HoldReasonCode"], job["HoldReasonSubCode"]))
+                    % (HOST, mem, mem + 1)
+                )
+                job.update(
+                    JobStatus=5,
+                    LastJobStatus=2,
+                    EnteredCurrentStatus=int(now),
+                    HoldReason=reason,
+                    HoldReasonCode=int(f.get("code") if f.get("code") is not None else 34),
+                    HoldReasonSubCode=int(f.get("subcode") or 0),
+                )
+                ulog_event(
+                    job,
+                    "012",
+                    "Job was held.\n\t%s\n\tCode %d Subcode %d"
+                    % (reason, job["HoldReasonCode"], job["HoldReasonSubCode"]),
+                )
                 pg_signal(job.get("pid"), signal.SIGKILL)
                 pg_signal(job.get("pid"), signal.SIGCONT)
             f["applied"] = now
@@ -307,10 +336,17 @@ def start_tool(tool, argv):
 
 # --------------------------------------------------------------------------- supervisor
 
+
 def spawn_supervisor(sched, jid):
-    subprocess.Popen([sys.executable, os.path.join(HERE, "fakesched.py"), "_supervise", sched, jid],
-                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, close_fds=True, env=dict(os.environ))
+    subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "fakesched.py"), "_supervise", sched, jid],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        env=dict(os.environ),
+    )
 
 
 def _open_out(path, append, default=os.devnull):
@@ -371,8 +407,16 @@ def _launch(sched, job):
     else:
         err = _open_out(None, False)
     try:
-        p = subprocess.Popen(job["argv"], cwd=cwd, env=job["env"], stdin=subprocess.DEVNULL,
-                             stdout=out, stderr=err, start_new_session=True, close_fds=True)
+        p = subprocess.Popen(
+            job["argv"],
+            cwd=cwd,
+            env=job["env"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
     finally:
         out.close()
         if err not in (subprocess.STDOUT,):
@@ -380,8 +424,14 @@ def _launch(sched, job):
     now = time.time()
     job.update(pid=p.pid, running=True, start_time=now, suspended=False)
     if sched == "condor":
-        job.update(JobStatus=2, LastJobStatus=1, EnteredCurrentStatus=int(now), JobStartDate=int(now),
-                   NumJobStarts=job.get("NumJobStarts", 0) + 1, RemoteHost="slot1_1@" + HOST)
+        job.update(
+            JobStatus=2,
+            LastJobStatus=1,
+            EnteredCurrentStatus=int(now),
+            JobStartDate=int(now),
+            NumJobStarts=job.get("NumJobStarts", 0) + 1,
+            RemoteHost="slot1_1@" + HOST,
+        )
         job.pop("HoldReason", None), job.pop("HoldReasonCode", None), job.pop("HoldReasonSubCode", None)
         ulog_event(job, "001", "Job executing on host: " + SCHEDD_ADDR)
     slog("started %s %s pid %d" % (sched, job.get("id"), p.pid))
@@ -393,14 +443,30 @@ def _launch_failed(sched, job, e):
     slog("launch of %s %s failed: %s" % (sched, job.get("id"), e))
     if sched == "lsf":
         cwd_missing = not os.path.isdir(job["cwd"])
-        job.update(final="EXIT", exit_code=1 if cwd_missing else 127, end_time=now, running=False,
-                   exit_reason=TERM["cwd"] if cwd_missing else "")
+        job.update(
+            final="EXIT",
+            exit_code=1 if cwd_missing else 127,
+            end_time=now,
+            running=False,
+            exit_reason=TERM["cwd"] if cwd_missing else "",
+        )
     else:
         code, sub = (14, e.errno or 2) if not os.path.isdir(job["cwd"]) else (6, e.errno or 2)
         reason = "Error from slot1_1@%s: Failed to execute '%s': (errno=%d: '%s')" % (
-            HOST, job["Cmd"], e.errno or 2, e.strerror or str(e))
-        job.update(JobStatus=5, LastJobStatus=1, EnteredCurrentStatus=int(now), HoldReason=reason,
-                   HoldReasonCode=code, HoldReasonSubCode=sub, running=False)
+            HOST,
+            job["Cmd"],
+            e.errno or 2,
+            e.strerror or str(e),
+        )
+        job.update(
+            JobStatus=5,
+            LastJobStatus=1,
+            EnteredCurrentStatus=int(now),
+            HoldReason=reason,
+            HoldReasonCode=code,
+            HoldReasonSubCode=sub,
+            running=False,
+        )
         ulog_event(job, "012", "Job was held.\n\t%s\n\tCode %d Subcode %d" % (reason, code, sub))
 
 
@@ -424,8 +490,9 @@ def _wait(sched, jid, proc):
 def _finish_lsf(job, rc):
     code = rc if rc >= 0 else 128 - rc
     reason = job.get("kill_reason", "")
-    job.update(final="DONE" if code == 0 and not reason else "EXIT", exit_code=code, exit_reason=reason,
-               end_time=time.time())
+    job.update(
+        final="DONE" if code == 0 and not reason else "EXIT", exit_code=code, exit_reason=reason, end_time=time.time()
+    )
     slog("finished lsf %s rc %s" % (job["id"], rc))
 
 
@@ -433,9 +500,14 @@ def _finish_condor(job, rc):
     """Record the end of a run; True when the job is over (else: loop again)."""
     now = int(time.time())
     if job.get("requeue"):
-        job.update(requeue=False, JobStatus=1, LastJobStatus=2, EnteredCurrentStatus=now,
-                   start_after=time.time() + envf("CB_FAKE_REQUEUE_DELAY", 0.5),
-                   NumShadowExceptions=job.get("NumShadowExceptions", 0) + 1)
+        job.update(
+            requeue=False,
+            JobStatus=1,
+            LastJobStatus=2,
+            EnteredCurrentStatus=now,
+            start_after=time.time() + envf("CB_FAKE_REQUEUE_DELAY", 0.5),
+            NumShadowExceptions=job.get("NumShadowExceptions", 0) + 1,
+        )
         ulog_event(job, "007", "Shadow exception!\n\tCan no longer talk to condor_starter <%s>" % HOST)
         return False
     if job.get("JobStatus") == 5:
@@ -443,8 +515,14 @@ def _finish_condor(job, rc):
     if job.get("JobStatus") == 3:
         job["CompletionDate"] = 0
         return True
-    job.update(JobStatus=4, LastJobStatus=2, EnteredCurrentStatus=now, CompletionDate=now,
-               ExitBySignal=rc < 0, RemoteWallClockTime=float(now - job.get("JobStartDate", now)))
+    job.update(
+        JobStatus=4,
+        LastJobStatus=2,
+        EnteredCurrentStatus=now,
+        CompletionDate=now,
+        ExitBySignal=rc < 0,
+        RemoteWallClockTime=float(now - job.get("JobStartDate", now)),
+    )
     if rc < 0:
         job["ExitSignal"] = -rc
         ulog_event(job, "005", "Job terminated.\n\t(0) Abnormal termination (signal %d)\n\t(0) No core file" % -rc)
@@ -481,8 +559,26 @@ def cleanup_jobs():
 
 # --------------------------------------------------------------------------- LSF
 
-BSUB_NOARG = {"-B", "-N", "-r", "-rn", "-x", "-H", "-K", "-I", "-Ip", "-Is", "-IS", "-ISp", "-ISs", "-tty",
-              "-hl", "-ti", "-Zs", "-ar"}
+BSUB_NOARG = {
+    "-B",
+    "-N",
+    "-r",
+    "-rn",
+    "-x",
+    "-H",
+    "-K",
+    "-I",
+    "-Ip",
+    "-Is",
+    "-IS",
+    "-ISp",
+    "-ISs",
+    "-tty",
+    "-hl",
+    "-ti",
+    "-Zs",
+    "-ar",
+}
 
 
 def parse_bsub_opts(tokens):
@@ -518,6 +614,7 @@ def bsub_lines_opts(text):
 
 def shlex_split(s):
     import shlex
+
     try:
         return shlex.split(s)
     except ValueError:
@@ -603,20 +700,43 @@ def cmd_bsub(argv):
         name = opts.get("-J") or (cmd[0] if cmd else "NONAME")
         qname = queue or os.environ.get("CB_FAKE_LSF_DEFAULT_QUEUE", "normal")
         env = lsf_env(opts.get("-env"))
-        env.update(LSB_JOBID=jid, LSB_JOBNAME=name, LSB_QUEUE=qname, LSB_SUBCWD=subdir, LS_SUBCWD=subdir,
-                   LSB_MAX_NUM_PROCESSORS=str(opts.get("-n", "1")), LSB_HOSTS=HOST, LSB_MCPU_HOSTS="%s 1" % HOST,
-                   LSB_JOBINDEX="0")
+        env.update(
+            LSB_JOBID=jid,
+            LSB_JOBNAME=name,
+            LSB_QUEUE=qname,
+            LSB_SUBCWD=subdir,
+            LS_SUBCWD=subdir,
+            LSB_MAX_NUM_PROCESSORS=str(opts.get("-n", "1")),
+            LSB_HOSTS=HOST,
+            LSB_MCPU_HOSTS="%s 1" % HOST,
+            LSB_JOBINDEX="0",
+        )
         runlimit = None
         if opts.get("-W"):
             parts = [int(x) for x in re.findall(r"\d+", opts["-W"].split("/")[0])]
             runlimit = parts[0] * 60 + parts[1] if len(parts) > 1 else parts[0]
         lsf["jobs"][jid] = {
-            "id": jid, "name": name, "queue": qname, "queue_given": bool(queue), "command": command,
-            "argv": run, "cwd": cwd, "subcwd": subdir, "stdout": out, "stderr": err,
-            "stdout_append": "-oo" not in opts, "stderr_append": "-eo" not in opts, "env": env,
-            "submit_time": time.time(), "user": getpass.getuser(), "nslots": int(opts.get("-n", 1)),
-            "mem_limit": parse_mem(opts["-M"]) if "-M" in opts else None, "resreq": opts.get("-R", []),
-            "runlimit_min": runlimit, "project": opts.get("-P", "default"), "suspended": bool(opts.get("-H")),
+            "id": jid,
+            "name": name,
+            "queue": qname,
+            "queue_given": bool(queue),
+            "command": command,
+            "argv": run,
+            "cwd": cwd,
+            "subcwd": subdir,
+            "stdout": out,
+            "stderr": err,
+            "stdout_append": "-oo" not in opts,
+            "stderr_append": "-eo" not in opts,
+            "env": env,
+            "submit_time": time.time(),
+            "user": getpass.getuser(),
+            "nslots": int(opts.get("-n", 1)),
+            "mem_limit": parse_mem(opts["-M"]) if "-M" in opts else None,
+            "resreq": opts.get("-R", []),
+            "runlimit_min": runlimit,
+            "project": opts.get("-P", "default"),
+            "suspended": bool(opts.get("-H")),
             "memory_enforced": bool(os.environ.get("CB_FAKE_ENFORCE_MEMORY")) and "-M" in opts,
         }
         apply_job_faults(box)
@@ -654,14 +774,30 @@ def lsf_field(job, field, now):
     done = stat in ("DONE", "EXIT")
     ec = job.get("exit_code")
     vals = {
-        "jobid": job["id"], "stat": stat, "user": job["user"], "queue": job["queue"], "job_name": job["name"],
-        "exit_code": str(ec) if done and ec else "", "exit_reason": job.get("exit_reason", "") if done else "",
-        "from_host": HOST, "exec_host": HOST if job.get("start_time") else "", "submit_time": _lsf_time(job["submit_time"]),
-        "start_time": _lsf_time(job.get("start_time")), "finish_time": _lsf_time(job.get("end_time")) if done else "",
-        "command": job["command"], "proj_name": job["project"], "exec_cwd": job["cwd"] if job.get("start_time") else "",
-        "output_file": job.get("stdout") or "", "error_file": job.get("stderr") or "", "jobindex": "0",
-        "nreq_slot": str(job["nslots"]), "slots": str(job["nslots"]), "pids": str(job["pid"]) if job.get("running") else "",
-        "memlimit": str(job["mem_limit"]["value"]) + " " + job["mem_limit"]["unit"][0] if isinstance(job.get("mem_limit"), dict) else "",
+        "jobid": job["id"],
+        "stat": stat,
+        "user": job["user"],
+        "queue": job["queue"],
+        "job_name": job["name"],
+        "exit_code": str(ec) if done and ec else "",
+        "exit_reason": job.get("exit_reason", "") if done else "",
+        "from_host": HOST,
+        "exec_host": HOST if job.get("start_time") else "",
+        "submit_time": _lsf_time(job["submit_time"]),
+        "start_time": _lsf_time(job.get("start_time")),
+        "finish_time": _lsf_time(job.get("end_time")) if done else "",
+        "command": job["command"],
+        "proj_name": job["project"],
+        "exec_cwd": job["cwd"] if job.get("start_time") else "",
+        "output_file": job.get("stdout") or "",
+        "error_file": job.get("stderr") or "",
+        "jobindex": "0",
+        "nreq_slot": str(job["nslots"]),
+        "slots": str(job["nslots"]),
+        "pids": str(job["pid"]) if job.get("running") else "",
+        "memlimit": str(job["mem_limit"]["value"]) + " " + job["mem_limit"]["unit"][0]
+        if isinstance(job.get("mem_limit"), dict)
+        else "",
         "pend_reason": "" if job.get("start_time") else "New job is waiting for scheduling;",
     }
     return vals.get(field.lower(), "")
@@ -671,7 +807,7 @@ def parse_o(spec):
     fields, delim = [], None
     for tok in re.findall(r"delimiter='[^']*'|delimiter=\"[^\"]*\"|\S+", spec):
         if tok.startswith("delimiter="):
-            delim = tok[len("delimiter="):][1:-1]
+            delim = tok[len("delimiter=") :][1:-1]
         else:
             fields.append(tok.split(":")[0].lower())
     return fields, delim
@@ -730,10 +866,14 @@ def cmd_bjobs(argv):
         fields = fields or ["jobid", "user", "stat", "queue", "from_host", "exec_host", "job_name", "submit_time"]
         recs = [[(f.upper(), lsf_field(j, f, now)) for f in fields] for j in rows]
         recs += [[("JOBID", x), ("ERROR", "Job <%s> is not found" % x)] for x in errors]
-        body = ",\n".join("    {\n" + ",\n".join("      %s:%s" % (json.dumps(k), json.dumps(v)) for k, v in r)
-                          + "\n    }" for r in recs)
-        sys.stdout.write('{\n  "COMMAND":"bjobs",\n  "JOBS":%d,\n  "RECORDS":[\n%s%s  ]\n}\n'
-                         % (len(recs), body, "\n" if recs else ""))
+        body = ",\n".join(
+            "    {\n" + ",\n".join("      %s:%s" % (json.dumps(k), json.dumps(v)) for k, v in r) + "\n    }"
+            for r in recs
+        )
+        sys.stdout.write(
+            '{\n  "COMMAND":"bjobs",\n  "JOBS":%d,\n  "RECORDS":[\n%s%s  ]\n}\n'
+            % (len(recs), body, "\n" if recs else "")
+        )
     else:
         for x in errors:
             sys.stderr.write("Job <%s> is not found\n" % x)
@@ -775,10 +915,17 @@ def _wrap80(line):
 
 def bhist_long(job, now, uf):
     t = lambda x: time.strftime("%a %b %e %H:%M:%S", time.localtime(x))
-    stat = lsf_stat(job, now)
-    L = ["Job <%s>, Job Name <%s>, User <%s>, Project <%s>, Command <%s>"
-         % (job["id"], job["name"], job["user"], job["project"], job["command"].strip().replace("\n", "; "))]
-    sub = "%s: Submitted from host <%s>, to Queue <%s>, CWD <%s>" % (t(job["submit_time"]), HOST, job["queue"], job["subcwd"])
+    lsf_stat(job, now)
+    L = [
+        "Job <%s>, Job Name <%s>, User <%s>, Project <%s>, Command <%s>"
+        % (job["id"], job["name"], job["user"], job["project"], job["command"].strip().replace("\n", "; "))
+    ]
+    sub = "%s: Submitted from host <%s>, to Queue <%s>, CWD <%s>" % (
+        t(job["submit_time"]),
+        HOST,
+        job["queue"],
+        job["subcwd"],
+    )
     if job.get("stdout"):
         sub += ", Output File <%s>" % job["stdout"]
     if job.get("stderr"):
@@ -790,15 +937,23 @@ def bhist_long(job, now, uf):
         pass
     if job.get("start_time"):
         st = job["start_time"]
-        L.append("%s: Dispatched %d Task(s) on Host(s) <%s>, Allocated %d Slot(s) on Host(s) <%s>, "
-                 "Effective RES_REQ <select[type == local] order[r15s:pg] >;" % (t(st), job["nslots"], HOST, job["nslots"], HOST))
+        L.append(
+            "%s: Dispatched %d Task(s) on Host(s) <%s>, Allocated %d Slot(s) on Host(s) <%s>, "
+            "Effective RES_REQ <select[type == local] order[r15s:pg] >;"
+            % (t(st), job["nslots"], HOST, job["nslots"], HOST)
+        )
         L.append("%s: Starting (Pid %s);" % (t(st), job.get("pid")))
-        L.append("%s: Running with execution home <%s>, Execution CWD <%s>, Execution Pid <%s>;"
-                 % (t(st), os.path.expanduser("~"), job["cwd"], job.get("pid")))
+        L.append(
+            "%s: Running with execution home <%s>, Execution CWD <%s>, Execution Pid <%s>;"
+            % (t(st), os.path.expanduser("~"), job["cwd"], job.get("pid"))
+        )
     if job.get("final"):
         et = job.get("end_time", now)
         if job.get("kill_reason") == TERM["owner"]:
-            L.append("%s: Signal <KILL> requested by user or administrator <%s>;" % (t(job.get("kill_time", et)), job["user"]))
+            L.append(
+                "%s: Signal <KILL> requested by user or administrator <%s>;"
+                % (t(job.get("kill_time", et)), job["user"])
+            )
         if job["final"] == "DONE":
             L.append("%s: Done successfully. The CPU time used is 0.0 seconds;" % t(et))
             L.append("%s: Post job process done successfully;" % t(et))
@@ -807,16 +962,21 @@ def bhist_long(job, now, uf):
                 L.append("%s: Exited; job has been forced to exit. The CPU time used is 0.0 seconds;" % t(et))
             else:
                 L.append("%s: Exited with exit code %s. The CPU time used is 0.0 seconds;" % (t(et), job["exit_code"]))
-            L.append("%s: Completed <exit>%s" % (t(et), "; %s." % job["exit_reason"] if job.get("exit_reason") else ";"))
+            L.append(
+                "%s: Completed <exit>%s" % (t(et), "; %s." % job["exit_reason"] if job.get("exit_reason") else ";")
+            )
     if isinstance(job.get("mem_limit"), dict):
         L += ["", "", " MEMLIMIT", "    %g %s " % (job["mem_limit"]["value"], job["mem_limit"]["unit"][0])]
     end = job.get("end_time", now) if job.get("final") else now
     run = int(end - job["start_time"]) if job.get("start_time") else 0
     pend = int((job.get("start_time") or end) - job["submit_time"])
     unk = 0
-    L += ["", "Summary of time in seconds spent in various states by  %s" % t(end),
-          "  PEND     PSUSP    RUN      USUSP    SSUSP    UNKWN    TOTAL",
-          "  %-8d %-8d %-8d %-8d %-8d %-8d %d" % (pend, 0, run, 0, 0, unk, pend + run)]
+    L += [
+        "",
+        "Summary of time in seconds spent in various states by  %s" % t(end),
+        "  PEND     PSUSP    RUN      USUSP    SSUSP    UNKWN    TOTAL",
+        "  %-8d %-8d %-8d %-8d %-8d %-8d %d" % (pend, 0, run, 0, 0, unk, pend + run),
+    ]
     text = "\n".join(L if uf else [_wrap80(x) for x in L])
     return text + "\n"
 
@@ -839,23 +999,30 @@ def cmd_bhist(argv):
     now = time.time()
     with locked() as box:
         jobs = box["state"]["lsf"]["jobs"]
-        sel = [jobs[x] for x in ids if x in jobs and not jobs[x].get("vanished")] if ids else \
-            sorted((j for j in jobs.values() if not j.get("vanished")), key=lambda j: int(j["id"]))
+        sel = (
+            [jobs[x] for x in ids if x in jobs and not jobs[x].get("vanished")]
+            if ids
+            else sorted((j for j in jobs.values() if not j.get("vanished")), key=lambda j: int(j["id"]))
+        )
     if not sel:
         sys.stderr.write("No matching job found\n")
         return 0
     if long_:
         sys.stdout.write(("-" * 78 + "\n\n").join("\n" + bhist_long(j, now, uf) for j in sel))
     else:
-        sys.stdout.write("Summary of time in seconds spent in various states:\n"
-                         "JOBID   USER    JOB_NAME  PEND    PSUSP   RUN     USUSP   SSUSP   UNKWN   TOTAL\n")
+        sys.stdout.write(
+            "Summary of time in seconds spent in various states:\n"
+            "JOBID   USER    JOB_NAME  PEND    PSUSP   RUN     USUSP   SSUSP   UNKWN   TOTAL\n"
+        )
         for j in sel:
             end = j.get("end_time", now) if j.get("final") else now
             run = int(end - j["start_time"]) if j.get("start_time") else 0
             pend = int((j.get("start_time") or end) - j["submit_time"])
             name = j["name"] if len(j["name"]) <= 8 else "*" + j["name"][-7:]
-            sys.stdout.write("%-7s %-7s %-9s %-7d %-7d %-7d %-7d %-7d %-7d %d\n"
-                             % (j["id"], j["user"][:7], name, pend, 0, run, 0, 0, 0, pend + run))
+            sys.stdout.write(
+                "%-7s %-7s %-9s %-7d %-7d %-7d %-7d %-7d %-7d %d\n"
+                % (j["id"], j["user"][:7], name, pend, 0, run, 0, 0, 0, pend + run)
+            )
     return 0
 
 
@@ -885,7 +1052,11 @@ def cmd_bkill(argv):
         jobs = box["state"]["lsf"]["jobs"]
         for x in ids:
             j = jobs.get(re.sub(r"\[.*\]$", "", x))
-            if j is None or j.get("vanished") or (lsf_finished(j, now) and now - j["end_time"] >= envf("CB_FAKE_CLEAN_PERIOD", 3600)):
+            if (
+                j is None
+                or j.get("vanished")
+                or (lsf_finished(j, now) and now - j["end_time"] >= envf("CB_FAKE_CLEAN_PERIOD", 3600))
+            ):
                 sys.stderr.write("Job <%s>: No matching job found\n" % x)
                 failed = True
             elif lsf_finished(j, now) or j.get("final"):
@@ -906,18 +1077,19 @@ def cmd_bkill(argv):
 
 # --------------------------------------------------------------------------- HTCondor submit
 
+
 def split_args_new(s):
     """HTCondor new-syntax argument/environment tokenizer (content inside the outer quotes)."""
     out, cur, have, inq, i = [], [], False, False, 0
     while i < len(s):
         c = s[i]
-        if c == '"' and s[i + 1:i + 2] == '"':
+        if c == '"' and s[i + 1 : i + 2] == '"':
             cur.append('"')
             have = True
             i += 2
             continue
         if c == "'":
-            if inq and s[i + 1:i + 2] == "'":
+            if inq and s[i + 1 : i + 2] == "'":
                 cur.append("'")
                 i += 2
                 continue
@@ -979,7 +1151,7 @@ def mem_mib(v, default_unit="M"):
     m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)B?\s*", str(v), re.I)
     if not m:
         return {"expr": str(v)}
-    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 ** 2}
+    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}
     return int(float(m.group(1)) * scale[(m.group(2) or default_unit).upper()])
 
 
@@ -1023,6 +1195,7 @@ def expand(v, macros, depth=0):
         name, _, default = m.group(1).partition(":")
         val = macros.get(name.lower())
         return str(default if val is None else expand(str(val), macros, depth + 1)) if depth < 10 else ""
+
     return re.sub(r"\$\(([^)]+)\)", rep, v)
 
 
@@ -1089,7 +1262,11 @@ def cmd_condor_submit(argv):
                 exe = g("executable")
                 exe_path = absi(exe)
                 universe = (g("universe", "vanilla") or "vanilla").lower()
-                if universe == "vanilla" and not os.path.exists(exe_path) and g("transfer_executable", "true").lower() != "false":
+                if (
+                    universe == "vanilla"
+                    and not os.path.exists(exe_path)
+                    and g("transfer_executable", "true").lower() != "false"
+                ):
                     sys.stderr.write("\nERROR: Executable file %s does not exist\n" % exe_path)
                     return 1
                 try:
@@ -1108,23 +1285,48 @@ def cmd_condor_submit(argv):
                 env.update(envd)
                 jid = "%d.%d" % (cluster, proc)
                 ncpu = int(g("request_cpus", "1") or 1)
-                env.update(CONDOR_JOBID=jid, _CONDOR_SCRATCH_DIR=iwd, BATCH_SYSTEM="HTCondor",
-                           OMP_NUM_THREADS=str(ncpu), _CONDOR_SLOT="slot1_1")
+                env.update(
+                    CONDOR_JOBID=jid,
+                    _CONDOR_SCRATCH_DIR=iwd,
+                    BATCH_SYSTEM="HTCondor",
+                    OMP_NUM_THREADS=str(ncpu),
+                    _CONDOR_SLOT="slot1_1",
+                )
                 image = g("container_image") or g("docker_image")
                 run = [exe_path] + args
-                if image and universe in ("container", "vanilla", "docker") and shutil.which("apptainer", path=os.environ.get("PATH")):
+                if (
+                    image
+                    and universe in ("container", "vanilla", "docker")
+                    and shutil.which("apptainer", path=os.environ.get("PATH"))
+                ):
                     run = [shutil.which("apptainer"), "exec", image] + run
                 now = int(time.time())
                 ad = {
-                    "ClusterId": cluster, "ProcId": proc, "JobStatus": 1, "LastJobStatus": 0, "Cmd": exe_path,
-                    "Args": " ".join(args), "Arguments": g("arguments", "") or "", "Iwd": iwd, "Owner": owner,
-                    "User": "%s@%s" % (owner, HOST), "QDate": now, "EnteredCurrentStatus": now, "CompletionDate": 0,
-                    "JobUniverse": 5, "RequestCpus": ncpu, "NumJobStarts": 0,
-                    "RequestMemory": mem_mib(g("request_memory")) if g("request_memory") else
-                    {"expr": "ifthenelse(MemoryUsage =!= undefined,MemoryUsage,(ImageSize + 1023) / 1024)"},
+                    "ClusterId": cluster,
+                    "ProcId": proc,
+                    "JobStatus": 1,
+                    "LastJobStatus": 0,
+                    "Cmd": exe_path,
+                    "Args": " ".join(args),
+                    "Arguments": g("arguments", "") or "",
+                    "Iwd": iwd,
+                    "Owner": owner,
+                    "User": "%s@%s" % (owner, HOST),
+                    "QDate": now,
+                    "EnteredCurrentStatus": now,
+                    "CompletionDate": 0,
+                    "JobUniverse": 5,
+                    "RequestCpus": ncpu,
+                    "NumJobStarts": 0,
+                    "RequestMemory": mem_mib(g("request_memory"))
+                    if g("request_memory")
+                    else {"expr": "ifthenelse(MemoryUsage =!= undefined,MemoryUsage,(ImageSize + 1023) / 1024)"},
                     "RequestDisk": mem_mib(g("request_disk"), "K") if g("request_disk") else {"expr": "DiskUsage"},
-                    "Out": g("output", "/dev/null"), "Err": g("error", "/dev/null"),
-                    "GlobalJobId": "%s#%s#%d" % (HOST, jid, now), "MaxHosts": 1, "MinHosts": 1,
+                    "Out": g("output", "/dev/null"),
+                    "Err": g("error", "/dev/null"),
+                    "GlobalJobId": "%s#%s#%d" % (HOST, jid, now),
+                    "MaxHosts": 1,
+                    "MinHosts": 1,
                 }
                 if g("log"):
                     ad["UserLog"] = absi(g("log"))
@@ -1139,22 +1341,39 @@ def cmd_condor_submit(argv):
                 if g("max_retries"):
                     ad["JobMaxRetries"] = int(g("max_retries"))
                 if envd:
-                    ad["Environment"] = " ".join("%s=%s" % (k, "'%s'" % v.replace("'", "''") if re.search(r"[\s']", v) else v)
-                                                 for k, v in envd.items())
+                    ad["Environment"] = " ".join(
+                        "%s=%s" % (k, "'%s'" % v.replace("'", "''") if re.search(r"[\s']", v) else v)
+                        for k, v in envd.items()
+                    )
                 for k, v in custom.items():
                     ad[k] = classad_literal(expand(v, macros))
                 job = dict(ad)
-                job.update(id=jid, argv=run, cwd=iwd, env=env, stdout=absi(g("output")), stderr=absi(g("error")),
-                           stdout_append=False, stderr_append=False,
-                           memory_enforced=bool(os.environ.get("CB_FAKE_ENFORCE_MEMORY")) and bool(g("request_memory")))
-                missing = [f.strip() for f in (g("transfer_input_files") or "").split(",")
-                           if f.strip() and "://" not in f and not os.path.exists(absi(f.strip()))]
+                job.update(
+                    id=jid,
+                    argv=run,
+                    cwd=iwd,
+                    env=env,
+                    stdout=absi(g("output")),
+                    stderr=absi(g("error")),
+                    stdout_append=False,
+                    stderr_append=False,
+                    memory_enforced=bool(os.environ.get("CB_FAKE_ENFORCE_MEMORY")) and bool(g("request_memory")),
+                )
+                missing = [
+                    f.strip()
+                    for f in (g("transfer_input_files") or "").split(",")
+                    if f.strip() and "://" not in f and not os.path.exists(absi(f.strip()))
+                ]
                 if missing and (g("should_transfer_files", "IF_NEEDED") or "").upper() != "NO":
-                    job.update(JobStatus=5, HoldReasonCode=13, HoldReasonSubCode=2, suspended=False,
-                               HoldReason="Error from slot1_1@%s: SHADOW at 127.0.0.1 failed to send file(s) to "
-                                          "<127.0.0.1:9618>: error reading from %s: (errno 2) No such file or "
-                                          "directory; STARTER failed to receive file(s) from <127.0.0.1:9618>"
-                                          % (HOST, absi(missing[0])))
+                    job.update(
+                        JobStatus=5,
+                        HoldReasonCode=13,
+                        HoldReasonSubCode=2,
+                        suspended=False,
+                        HoldReason="Error from slot1_1@%s: SHADOW at 127.0.0.1 failed to send file(s) to "
+                        "<127.0.0.1:9618>: error reading from %s: (errno 2) No such file or "
+                        "directory; STARTER failed to receive file(s) from <127.0.0.1:9618>" % (HOST, absi(missing[0])),
+                    )
                 cond["jobs"][jid] = job
                 ulog_event(job, "000", "Job submitted from host: " + SCHEDD_ADDR)
                 procs.append(jid)
@@ -1166,21 +1385,79 @@ def cmd_condor_submit(argv):
     if terse:
         sys.stdout.write("%s - %s\n" % (procs[0], procs[-1]))
     else:
-        sys.stdout.write("Submitting job(s)%s\n%d job(s) submitted to cluster %d.\n" % ("." * len(procs), len(procs), cluster))
+        sys.stdout.write(
+            "Submitting job(s)%s\n%d job(s) submitted to cluster %d.\n" % ("." * len(procs), len(procs), cluster)
+        )
     return 0
 
 
 # --------------------------------------------------------------------------- HTCondor queries
 
-AD_KEYS = ("ClusterId", "ProcId", "JobStatus", "LastJobStatus", "ExitCode", "ExitBySignal", "ExitSignal",
-           "HoldReason", "HoldReasonCode", "HoldReasonSubCode", "JobBatchName", "Cmd", "Args", "Arguments", "Iwd",
-           "Owner", "User", "QDate", "EnteredCurrentStatus", "CompletionDate", "JobStartDate", "RequestMemory",
-           "RequestCpus", "RequestDisk", "Out", "Err", "UserLog", "GlobalJobId", "JobUniverse", "NumJobStarts",
-           "RemoveReason", "ContainerImage", "WantContainer", "DockerImage", "WantDocker", "TransferInput",
-           "JobMaxRetries", "Environment", "RemoteHost", "RemoteWallClockTime", "NumShadowExceptions",
-           "MaxHosts", "MinHosts", "ReleaseReason")
-INTERNAL = {"id", "argv", "cwd", "env", "stdout", "stderr", "stdout_append", "stderr_append", "pid", "running",
-            "sup_pid", "vanished", "suspended", "requeue", "start_after", "start_time", "memory_enforced"}
+AD_KEYS = (
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    "LastJobStatus",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "HoldReason",
+    "HoldReasonCode",
+    "HoldReasonSubCode",
+    "JobBatchName",
+    "Cmd",
+    "Args",
+    "Arguments",
+    "Iwd",
+    "Owner",
+    "User",
+    "QDate",
+    "EnteredCurrentStatus",
+    "CompletionDate",
+    "JobStartDate",
+    "RequestMemory",
+    "RequestCpus",
+    "RequestDisk",
+    "Out",
+    "Err",
+    "UserLog",
+    "GlobalJobId",
+    "JobUniverse",
+    "NumJobStarts",
+    "RemoveReason",
+    "ContainerImage",
+    "WantContainer",
+    "DockerImage",
+    "WantDocker",
+    "TransferInput",
+    "JobMaxRetries",
+    "Environment",
+    "RemoteHost",
+    "RemoteWallClockTime",
+    "NumShadowExceptions",
+    "MaxHosts",
+    "MinHosts",
+    "ReleaseReason",
+)
+INTERNAL = {
+    "id",
+    "argv",
+    "cwd",
+    "env",
+    "stdout",
+    "stderr",
+    "stdout_append",
+    "stderr_append",
+    "pid",
+    "running",
+    "sup_pid",
+    "vanished",
+    "suspended",
+    "requeue",
+    "start_after",
+    "start_time",
+    "memory_enforced",
+}
 
 
 def condor_ad(job):
@@ -1240,12 +1517,16 @@ def compile_constraint(expr):
         lower = {k.lower(): v for k, v in ad.items()}
 
         def _a(name):
-            v = lower.get(name.lower().split(".", 1)[-1] if name.lower().startswith(("my.", "target.")) else name.lower())
+            v = lower.get(
+                name.lower().split(".", 1)[-1] if name.lower().startswith(("my.", "target.")) else name.lower()
+            )
             return _CI(v) if isinstance(v, str) else v
+
         try:
             return bool(eval(code, {"__builtins__": {}}, {"_a": _a, "_CI": _CI}))
         except Exception:
             return False
+
     return pred
 
 
@@ -1256,8 +1537,15 @@ def _json_value(v):
 
 
 def format_ads_json(ads):
-    parts = ["{\n" + ",\n".join("  %s: %s" % (json.dumps(k), json.dumps(_json_value(v)))
-                                 for k, v in sorted(ad.items(), key=lambda kv: kv[0].lower())) + "\n}" for ad in ads]
+    parts = [
+        "{\n"
+        + ",\n".join(
+            "  %s: %s" % (json.dumps(k), json.dumps(_json_value(v)))
+            for k, v in sorted(ad.items(), key=lambda kv: kv[0].lower())
+        )
+        + "\n}"
+        for ad in ads
+    ]
     return "[\n" + "\n,\n".join(parts) + ("\n" if parts else "") + "]\n"
 
 
@@ -1278,8 +1566,18 @@ def _long_value(v):
 
 
 def parse_query_args(argv, history=False):
-    o = {"json": False, "jsonl": False, "long": False, "attrs": None, "af": None, "constraints": [], "ids": [],
-         "owners": [], "limit": None, "hold": False}
+    o = {
+        "json": False,
+        "jsonl": False,
+        "long": False,
+        "attrs": None,
+        "af": None,
+        "constraints": [],
+        "ids": [],
+        "owners": [],
+        "limit": None,
+        "hold": False,
+    }
     i = 0
     while i < len(argv):
         t = argv[i]
@@ -1359,14 +1657,22 @@ def print_ads(ads, o, history):
             sys.stdout.write("\n\n-- Schedd: %s : %s @ %s\n" % (HOST, SCHEDD_ADDR, time.strftime("%m/%d/%y %H:%M:%S")))
         sys.stdout.write(" ID          OWNER            SUBMITTED     RUN_TIME ST PRI SIZE CMD\n")
         for ad in ads:
-            sys.stdout.write("%-12s %-16s %s   0+00:00:00 %s  0    0.0 %s\n" % (
-                "%d.%d" % (ad["ClusterId"], ad["ProcId"]), ad["Owner"][:16],
-                time.strftime("%m/%d %H:%M", time.localtime(ad["QDate"])), st.get(ad["JobStatus"], "?"),
-                os.path.basename(ad["Cmd"])))
+            sys.stdout.write(
+                "%-12s %-16s %s   0+00:00:00 %s  0    0.0 %s\n"
+                % (
+                    "%d.%d" % (ad["ClusterId"], ad["ProcId"]),
+                    ad["Owner"][:16],
+                    time.strftime("%m/%d %H:%M", time.localtime(ad["QDate"])),
+                    st.get(ad["JobStatus"], "?"),
+                    os.path.basename(ad["Cmd"]),
+                )
+            )
         if not history:
             n = lambda s: sum(1 for a in ads if a["JobStatus"] == s)
-            sys.stdout.write("\nTotal for query: %d jobs; %d completed, %d removed, %d idle, %d running, %d held, "
-                             "%d suspended\n\n" % (len(ads), n(4), n(3), n(1), n(2), n(5), n(7)))
+            sys.stdout.write(
+                "\nTotal for query: %d jobs; %d completed, %d removed, %d idle, %d running, %d held, "
+                "%d suspended\n\n" % (len(ads), n(4), n(3), n(1), n(2), n(5), n(7))
+            )
 
 
 def cmd_condor_q(argv):
@@ -1384,7 +1690,7 @@ def cmd_condor_history(argv):
         ads = select_ads(box["state"]["condor"]["jobs"], o, in_history)
     ads.sort(key=lambda a: (a.get("EnteredCurrentStatus", 0), a["ClusterId"], a["ProcId"]), reverse=True)
     if o["limit"] is not None:
-        ads = ads[:o["limit"]]
+        ads = ads[: o["limit"]]
     print_ads(ads, o, history=True)
     return 0
 
@@ -1392,7 +1698,7 @@ def cmd_condor_history(argv):
 def _targets(jobs, x, now):
     if "." in x:
         j = jobs.get(x)
-        return [j] if j and in_queue(j, now) and not (j["JobStatus"] in (3, 4)) else []
+        return [j] if j and in_queue(j, now) and j["JobStatus"] not in (3, 4) else []
     return [j for k, j in jobs.items() if k.split(".")[0] == x and in_queue(j, now) and j["JobStatus"] not in (3, 4)]
 
 
@@ -1424,8 +1730,13 @@ def _condor_act(argv, action):
             if action == "release":
                 ok = [j for j in hits if j["JobStatus"] == 5]
                 for j in ok:
-                    j.update(JobStatus=1, LastJobStatus=5, EnteredCurrentStatus=int(now), suspended=False,
-                             ReleaseReason="via condor_release (by user %s)" % user)
+                    j.update(
+                        JobStatus=1,
+                        LastJobStatus=5,
+                        EnteredCurrentStatus=int(now),
+                        suspended=False,
+                        ReleaseReason="via condor_release (by user %s)" % user,
+                    )
                     for k in ("HoldReason", "HoldReasonCode", "HoldReasonSubCode"):
                         j.pop(k, None)
                     ulog_event(j, "013", "Job was released.\n\tvia condor_release (by user %s)" % user)
@@ -1436,8 +1747,12 @@ def _condor_act(argv, action):
             else:
                 ok = hits
                 for j in ok:
-                    j.update(JobStatus=3, LastJobStatus=j["JobStatus"], EnteredCurrentStatus=int(now),
-                             RemoveReason="via condor_rm (by user %s)" % user)
+                    j.update(
+                        JobStatus=3,
+                        LastJobStatus=j["JobStatus"],
+                        EnteredCurrentStatus=int(now),
+                        RemoveReason="via condor_rm (by user %s)" % user,
+                    )
                     ulog_event(j, "009", "Job was aborted.\n\tvia condor_rm (by user %s)" % user)
                     if j.get("running"):
                         terminate(j.get("pid"))
@@ -1462,17 +1777,27 @@ def _condor_act(argv, action):
                 sys.stdout.write("All jobs in cluster %s have been %s\n" % (x, word))
             rc = rc or (1 if fail else 0)
     if not ids and constraint is None:
-        sys.stderr.write("Usage: condor_%s [options] [cluster | cluster.proc | user ...]\n"
-                         % ("rm" if action == "remove" else "release"))
+        sys.stderr.write(
+            "Usage: condor_%s [options] [cluster | cluster.proc | user ...]\n"
+            % ("rm" if action == "remove" else "release")
+        )
         return 1
     return rc
 
 
 # --------------------------------------------------------------------------- entry points
 
-COMMANDS = {"bsub": cmd_bsub, "bjobs": cmd_bjobs, "bkill": cmd_bkill, "bhist": cmd_bhist,
-            "condor_submit": cmd_condor_submit, "condor_q": cmd_condor_q, "condor_history": cmd_condor_history,
-            "condor_rm": cmd_condor_rm, "condor_release": cmd_condor_release}
+COMMANDS = {
+    "bsub": cmd_bsub,
+    "bjobs": cmd_bjobs,
+    "bkill": cmd_bkill,
+    "bhist": cmd_bhist,
+    "condor_submit": cmd_condor_submit,
+    "condor_q": cmd_condor_q,
+    "condor_history": cmd_condor_history,
+    "condor_rm": cmd_condor_rm,
+    "condor_release": cmd_condor_release,
+}
 
 
 def main(tool, argv):
@@ -1492,8 +1817,11 @@ def add_fault(fault):
 def fault_cli(argv):
     p = argparse.ArgumentParser(prog="fakesched fault", description="Inject deterministic faults into the fakes.")
     sub = p.add_subparsers(dest="name", required=True)
-    for name, hlp in (("error", "TOOL exits non-zero with the real error text"),
-                      ("garbage", "TOOL prints garbage on stdout"), ("hang", "TOOL sleeps SECONDS first")):
+    for name, hlp in (
+        ("error", "TOOL exits non-zero with the real error text"),
+        ("garbage", "TOOL prints garbage on stdout"),
+        ("hang", "TOOL sleeps SECONDS first"),
+    ):
         s = sub.add_parser(name, help=hlp)
         s.add_argument("tool", help="tool name(s), comma separated, e.g. bjobs or condor_q,condor_history")
         if name == "hang":
@@ -1504,12 +1832,16 @@ def fault_cli(argv):
         if name != "hang":
             s.add_argument("--message", "--text", dest="message", default=None)
             s.add_argument("--exit-code", type=int, default=None)
-    for name, hlp in (("vanish", "the job disappears from queue and history"),
-                      ("hold", "hold the job (HTCondor JobStatus 5; LSF PSUSP/USUSP); process SIGSTOPped or not started"),
-                      ("nodefail", "the job's node dies (SIGKILL). LSF: UNKWN then EXIT TERM_REMOVE_HUNG_JOB; "
-                                   "HTCondor: back to idle, then rerun"),
-                      ("memlimit", "memory-limit kill. LSF: EXIT TERM_MEMLIMIT (SIGKILL, exit 137); "
-                                   "HTCondor: held, code 34")):
+    for name, hlp in (
+        ("vanish", "the job disappears from queue and history"),
+        ("hold", "hold the job (HTCondor JobStatus 5; LSF PSUSP/USUSP); process SIGSTOPped or not started"),
+        (
+            "nodefail",
+            "the job's node dies (SIGKILL). LSF: UNKWN then EXIT TERM_REMOVE_HUNG_JOB; "
+            "HTCondor: back to idle, then rerun",
+        ),
+        ("memlimit", "memory-limit kill. LSF: EXIT TERM_MEMLIMIT (SIGKILL, exit 137); HTCondor: held, code 34"),
+    ):
         s = sub.add_parser(name, help=hlp)
         s.add_argument("sched", choices=["lsf", "condor"])
         s.add_argument("job")

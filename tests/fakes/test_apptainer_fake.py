@@ -1,4 +1,5 @@
 """Tests for the apptainer test double (tests/fakes/bin/apptainer)."""
+
 import hashlib
 import os
 import shutil
@@ -23,8 +24,7 @@ def _skip_reason():
         return "the apptainer double's tests need root (CAP_SYS_ADMIN for mounts and chroot)"
     if not shutil.which("unshare"):
         return "the unshare binary (util-linux) is not installed"
-    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                       capture_output=True, text=True)
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True)
     if r.returncode:
         return "unshare --mount is not permitted here: " + r.stderr.strip()
     return None
@@ -36,8 +36,11 @@ pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_rea
 @pytest.fixture(scope="session")
 def image():
     """The shared Debian root filesystem, used as a sandbox-directory image."""
-    out = subprocess.run(["bash", str(REPO / "ci" / "rootfs.sh")], check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(["bash", str(REPO / "ci" / "rootfs.sh")], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert os.path.isfile(os.path.join(out, "usr/bin/python3"))
     return out
 
@@ -45,8 +48,7 @@ def image():
 def run(*args, prog=APPTAINER, env=None, cwd=None):
     full = dict(os.environ)
     full.update(env or {})
-    return subprocess.run([prog, *args], capture_output=True, text=True, env=full,
-                          cwd=cwd, timeout=60)
+    return subprocess.run([prog, *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=60)
 
 
 def tree_digest(root):
@@ -82,8 +84,10 @@ def test_binds_rw_and_ro(image, tmp_path):
     rw.mkdir()
     ro.mkdir()
     (ro / "in.txt").write_text("input\n")
-    script = ("cat /inp/in.txt; echo out > /data/out.txt; "
-              "if echo no > /inp/x 2>/dev/null; then echo RO-WRITABLE; else echo ro-refused; fi")
+    script = (
+        "cat /inp/in.txt; echo out > /data/out.txt; "
+        "if echo no > /inp/x 2>/dev/null; then echo RO-WRITABLE; else echo ro-refused; fi"
+    )
     r = run("exec", "-B", f"{rw}:/data", "--bind", f"{ro}:/inp:ro", image, "sh", "-c", script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["input", "ro-refused"]
@@ -97,15 +101,26 @@ def test_comma_separated_binds(image, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    r = run("exec", "-B", f"{a}:/mnt/a,{b}:/mnt/b:ro", image, "sh", "-c",
-            "touch /mnt/a/ok && ! touch /mnt/b/no 2>/dev/null && echo fine")
+    r = run(
+        "exec",
+        "-B",
+        f"{a}:/mnt/a,{b}:/mnt/b:ro",
+        image,
+        "sh",
+        "-c",
+        "touch /mnt/a/ok && ! touch /mnt/b/no 2>/dev/null && echo fine",
+    )
     assert (r.returncode, r.stdout.strip()) == (0, "fine"), r.stderr
     assert (a / "ok").exists() and not (b / "no").exists()
 
 
 def test_host_path_dropped_and_cleanenv(image):
-    env = {"PATH": "/opt/host-only/bin:" + os.environ["PATH"], "CB_SECRET": "leak",
-           "APPTAINERENV_X": "from-prefix", "TERM": "xterm"}
+    env = {
+        "PATH": "/opt/host-only/bin:" + os.environ["PATH"],
+        "CB_SECRET": "leak",
+        "APPTAINERENV_X": "from-prefix",
+        "TERM": "xterm",
+    }
     r = run("exec", image, "sh", "-c", 'echo "$PATH|$CB_SECRET|$X"', env=env)
     assert r.stdout.strip() == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|leak|from-prefix"
     r = run("exec", "--cleanenv", image, "env", env=env)
@@ -120,9 +135,21 @@ def test_host_path_dropped_and_cleanenv(image):
 def test_env_flags_and_singularityenv(image, tmp_path):
     envfile = tmp_path / "env"
     envfile.write_text("# comment\nFROM_FILE=f1\nexport BOTH=file\n")
-    r = run("exec", "-e", "--env", "A=1,B=2", "--env", "BOTH=flag", "--env-file", str(envfile),
-            image, "sh", "-c", 'echo "$A $B $FROM_FILE $BOTH $OLD"',
-            env={"SINGULARITYENV_OLD": "old"})
+    r = run(
+        "exec",
+        "-e",
+        "--env",
+        "A=1,B=2",
+        "--env",
+        "BOTH=flag",
+        "--env-file",
+        str(envfile),
+        image,
+        "sh",
+        "-c",
+        'echo "$A $B $FROM_FILE $BOTH $OLD"',
+        env={"SINGULARITYENV_OLD": "old"},
+    )
     assert r.stdout.strip() == "1 2 f1 flag old", r.stderr
     assert "SINGULARITYENV_OLD is set, but APPTAINERENV_OLD is preferred" in r.stderr
 
@@ -130,7 +157,7 @@ def test_env_flags_and_singularityenv(image, tmp_path):
 def test_pwd(image, tmp_path):
     r = run("exec", "--pwd", "/usr/share", image, "pwd", cwd=tmp_path)
     assert r.stdout.strip() == "/usr/share"
-    r = run("exec", image, "pwd", cwd=tmp_path)      # cwd outside system dirs is bound
+    r = run("exec", image, "pwd", cwd=tmp_path)  # cwd outside system dirs is bound
     assert r.stdout.strip() == str(tmp_path)
 
 
@@ -141,7 +168,7 @@ def test_exit_code_passthrough(image, code):
 
 def test_command_not_found(image):
     r = run("exec", image, "no-such-command")
-    assert r.returncode == 255                      # real apptainer: sylog.Fatalf -> 255
+    assert r.returncode == 255  # real apptainer: sylog.Fatalf -> 255
     assert 'FATAL:   "no-such-command": executable file not found in $PATH' in r.stderr
 
 
@@ -149,8 +176,10 @@ def test_missing_sif(tmp_path):
     sif = tmp_path / "missing.sif"
     r = run("exec", str(sif), "true")
     assert r.returncode == 255
-    assert r.stderr.strip() == (f"FATAL:   could not open image {sif}: failed to retrieve path "
-                                f"for {sif}: lstat {sif}: no such file or directory")
+    assert r.stderr.strip() == (
+        f"FATAL:   could not open image {sif}: failed to retrieve path "
+        f"for {sif}: lstat {sif}: no such file or directory"
+    )
 
 
 def test_not_a_sif(tmp_path):
@@ -181,11 +210,19 @@ def test_unknown_flag_and_uris(image):
 
 def test_image_not_modified(image, tmp_path):
     before = tree_digest(image)
-    r = run("exec", "--writable-tmpfs", "-B", f"{tmp_path}:/brand/new/dir", image, "sh", "-c",
-            "touch /usr/created-inside && ls /brand/new/dir >/dev/null")
+    r = run(
+        "exec",
+        "--writable-tmpfs",
+        "-B",
+        f"{tmp_path}:/brand/new/dir",
+        image,
+        "sh",
+        "-c",
+        "touch /usr/created-inside && ls /brand/new/dir >/dev/null",
+    )
     assert r.returncode == 0, r.stderr
     r = run("exec", image, "sh", "-c", "touch /usr/x")
-    assert r.returncode != 0 and "Read-only file system" in r.stderr   # read-only root by default
+    assert r.returncode != 0 and "Read-only file system" in r.stderr  # read-only root by default
     assert tree_digest(image) == before
 
 
@@ -200,9 +237,11 @@ def test_contain_hides_host_tmp(image, tmp_path):
 
 
 def test_sigterm_reaches_command(image):
-    p = subprocess.Popen([APPTAINER, "exec", image, "sh", "-c",
-                          'trap "exit 42" TERM; echo ready; while :; do sleep 0.1; done'],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [APPTAINER, "exec", image, "sh", "-c", 'trap "exit 42" TERM; echo ready; while :; do sleep 0.1; done'],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout.readline().strip() == "ready"
     time.sleep(0.2)
     p.send_signal(signal.SIGTERM)

@@ -13,8 +13,18 @@ import pytest
 HERE = Path(__file__).resolve().parent
 BIN = HERE / "bin"
 FIXTURES = HERE.parent / "fixtures"
-TOOLS = ["bsub", "bjobs", "bkill", "bhist", "condor_submit", "condor_q", "condor_history", "condor_rm",
-         "condor_release", "fakesched-fault"]
+TOOLS = [
+    "bsub",
+    "bjobs",
+    "bkill",
+    "bhist",
+    "condor_submit",
+    "condor_q",
+    "condor_history",
+    "condor_rm",
+    "condor_release",
+    "fakesched-fault",
+]
 
 
 class Fake:
@@ -24,8 +34,9 @@ class Fake:
     def run(self, *argv, stdin=None, env=None, timeout=10):
         e = dict(os.environ)
         e.update(env or {})
-        return subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, text=True,
-                              env=e, cwd=self.root, timeout=timeout)
+        return subprocess.run(
+            [str(a) for a in argv], input=stdin, capture_output=True, text=True, env=e, cwd=self.root, timeout=timeout
+        )
 
     def fault(self, *args):
         r = self.run("fakesched-fault", *args)
@@ -35,11 +46,13 @@ class Fake:
         """A /bin/sh script that writes a file, waits for <name>.go, then exits with code."""
         path = self.root / (name + ".sh")
         gate = self.root / (name + ".go")
-        path.write_text("#!/bin/sh\n"
-                        "echo started >> %s.ran\n"
-                        "echo out-line\necho err-line >&2\n%s\n"
-                        "i=0; while [ ! -e %s ] && [ $i -lt 300 ]; do sleep 0.02; i=$((i+1)); done\n"
-                        "exit %d\n" % (self.root / name, extra, gate, code))
+        path.write_text(
+            "#!/bin/sh\n"
+            "echo started >> %s.ran\n"
+            "echo out-line\necho err-line >&2\n%s\n"
+            "i=0; while [ ! -e %s ] && [ $i -lt 300 ]; do sleep 0.02; i=$((i+1)); done\n"
+            "exit %d\n" % (self.root / name, extra, gate, code)
+        )
         path.chmod(0o755)
         return path, gate
 
@@ -54,7 +67,11 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("CB_FAKE_STATE", str(state))
     monkeypatch.setenv("PATH", "%s:%s" % (BIN, os.environ["PATH"]))
     for k in list(os.environ):
-        if k.startswith("CB_FAKE_") and k != "CB_FAKE_STATE" or k in ("LSB_BJOBS_CONSISTENT_EXIT_CODE", "LSB_BJOBS_FORMAT"):
+        if (
+            k.startswith("CB_FAKE_")
+            and k != "CB_FAKE_STATE"
+            or k in ("LSB_BJOBS_CONSISTENT_EXIT_CODE", "LSB_BJOBS_FORMAT")
+        ):
             monkeypatch.delenv(k)
     monkeypatch.setenv("CB_FAKE_KILL_GRACE", "0.5")
     f = Fake(tmp_path, state)
@@ -82,7 +99,9 @@ def lsf_stat_is(fake, jid, stat):
     return lambda: (lambda r: r if r.get("STAT") == stat else None)(lsf_rec(fake, jid))
 
 
-def condor_ad(fake, jid, attrs="ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,HoldReason,HoldReasonCode,NumJobStarts"):
+def condor_ad(
+    fake, jid, attrs="ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,HoldReason,HoldReasonCode,NumJobStarts"
+):
     q = fake.run("condor_q", "-json", "-attributes", attrs, jid)
     assert q.returncode == 0, q.stderr
     if q.stdout:
@@ -96,6 +115,7 @@ def condor_status_is(fake, jid, status, where=None):
     def check():
         w, ad = condor_ad(fake, jid)
         return (w, ad) if ad and ad["JobStatus"] == status and (where is None or w == where) else None
+
     return check
 
 
@@ -108,6 +128,7 @@ def load_fixture(kind, name):
 
 
 # ------------------------------------------------------------------ general
+
 
 def test_tools_are_executable_python3_scripts():
     for t in TOOLS:
@@ -133,19 +154,26 @@ def test_calls_log_counts_invocations(fake):
 
 # ------------------------------------------------------------------ LSF
 
+
 def test_lsf_submit_run_exit_and_bhist(fake):
     script, gate = fake.gated_script("j", code=3, extra='echo "id=$LSB_JOBID" > id.txt')
     r = fake.run("bsub", "-J", "myjob", "-o", "out.%J", "-n", "2", "-M", "2000", "-R", "rusage[mem=2000]", str(script))
     assert r.returncode == 0 and r.stdout == "Job <1> is submitted to default queue <normal>.\n"
     assert re.match(r"Job <(\d+)> is submitted to .*queue", r.stdout)
     wait_for(lsf_stat_is(fake, "1", "RUN"))
-    assert fake.run("bjobs", "-noheader", "-a", "-o", "jobid stat exit_code exit_reason job_name queue delimiter='^'",
-                    "1").stdout == "1^RUN^-^-^myjob^normal\n"
+    assert (
+        fake.run(
+            "bjobs", "-noheader", "-a", "-o", "jobid stat exit_code exit_reason job_name queue delimiter='^'", "1"
+        ).stdout
+        == "1^RUN^-^-^myjob^normal\n"
+    )
     gate.touch()
     rec = wait_for(lsf_stat_is(fake, "1", "EXIT"))
     assert rec == {"JOBID": "1", "STAT": "EXIT", "EXIT_CODE": "3", "EXIT_REASON": ""}
-    assert fake.run("bjobs", "-noheader", "-a", "-o", "jobid stat exit_code exit_reason delimiter='^'", "1").stdout \
+    assert (
+        fake.run("bjobs", "-noheader", "-a", "-o", "jobid stat exit_code exit_reason delimiter='^'", "1").stdout
         == "1^EXIT^3^-\n"
+    )
     assert (fake.root / "j.ran").read_text() == "started\n"
     assert (fake.root / "out.1").read_text() == "out-line\nerr-line\n"  # stderr joins stdout without -e
     assert (fake.root / "id.txt").read_text() == "id=1\n"
@@ -170,8 +198,17 @@ def test_bsub_stdin_directives_command_line_wins(fake):
 def test_bsub_cwd_env_and_overwrite(fake):
     (fake.root / "w").mkdir()
     (fake.root / "w" / "o.txt").write_text("old content\n")
-    r = fake.run("bsub", "-cwd", "w", "-oo", "o.txt", "-env", "all, FOO=bar, ~HOME",
-                 'echo "$FOO $PWD ${HOME:-nohome} $LSB_JOBID"', env={"HOME": "/root"})
+    r = fake.run(
+        "bsub",
+        "-cwd",
+        "w",
+        "-oo",
+        "o.txt",
+        "-env",
+        "all, FOO=bar, ~HOME",
+        'echo "$FOO $PWD ${HOME:-nohome} $LSB_JOBID"',
+        env={"HOME": "/root"},
+    )
     assert r.returncode == 0
     wait_for(lsf_stat_is(fake, "1", "DONE"))
     assert (fake.root / "w" / "o.txt").read_text() == "bar %s nohome 1\n" % (fake.root / "w")
@@ -207,8 +244,11 @@ def test_bjobs_messages_and_clean_period(fake):
     r = fake.run("bjobs", "-noheader", "-o", "jobid stat delimiter='^'", "5")
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "Job <5> is not found\n")
     r = fake.run("bjobs", "-json", "-o", "jobid stat", "5")
-    assert json.loads(r.stdout) == {"COMMAND": "bjobs", "JOBS": 1,
-                                    "RECORDS": [{"JOBID": "5", "ERROR": "Job <5> is not found"}]}
+    assert json.loads(r.stdout) == {
+        "COMMAND": "bjobs",
+        "JOBS": 1,
+        "RECORDS": [{"JOBID": "5", "ERROR": "Job <5> is not found"}],
+    }
     fake.run("bsub", "true")
     wait_for(lsf_stat_is(fake, "1", "DONE"))
     r = fake.run("bjobs", "1")  # finished jobs need -a
@@ -265,7 +305,9 @@ def test_lsf_job_faults(fake):
     rec = wait_for(lsf_stat_is(fake, "1", "EXIT"))
     assert rec["EXIT_REASON"] == "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit"
     assert rec["EXIT_CODE"] == "137"
-    assert "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit" in fake.run("bhist", "-l", "-UF", "1").stdout
+    assert (
+        "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit" in fake.run("bhist", "-l", "-UF", "1").stdout
+    )
     fake.fault("nodefail", "lsf", "2")
     wait_for(lsf_stat_is(fake, "2", "UNKWN"))
     rec = wait_for(lsf_stat_is(fake, "2", "EXIT"))
@@ -311,7 +353,9 @@ queue
 
 
 def test_condor_submit_run_complete_history(fake):
-    exe, gate = fake.gated_script("c", code=3, extra='for x in "$@"; do echo "[$x]"; done; echo "$A1|$B2|$CONDOR_JOBID"')
+    exe, gate = fake.gated_script(
+        "c", code=3, extra='for x in "$@"; do echo "[$x]"; done; echo "$A1|$B2|$CONDOR_JOBID"'
+    )
     (fake.root / "job.sub").write_text(SUB.format(exe=exe.name))
     r = fake.run("condor_submit", "job.sub")
     assert (r.returncode, r.stdout) == (0, "Submitting job(s).\n1 job(s) submitted to cluster 1.\n")
@@ -325,7 +369,7 @@ def test_condor_submit_run_complete_history(fake):
     full = json.loads(fake.run("condor_history", "-json", "-match", "1", "1").stdout)[0]
     assert full["JobFlavour"] == "longlunch" and full["MaxRuntime"] == 3600 and full["RequestMemory"] == 2048
     assert full["RequestCpus"] == 2 and full["CompletionDate"] > 0 and full["Owner"]
-    assert (fake.root / "out.1.0").read_text() == "out-line\n[one]\n[two three]\n[it's]\n[\"q\"]\n1|x y|1.0\n"
+    assert (fake.root / "out.1.0").read_text() == 'out-line\n[one]\n[two three]\n[it\'s]\n["q"]\n1|x y|1.0\n'
     assert (fake.root / "err.1").read_text() == "err-line\n"
     log = (fake.root / "job.log").read_text()
     assert log.startswith("000 (001.000.000)") and "(1) Normal termination (return value 3)" in log
@@ -336,8 +380,9 @@ def test_condor_queue_n_constraint_rm(fake):
     (fake.root / "m.sub").write_text("executable = %s\nbatch_name = b1\nqueue 3\n" % exe)
     assert fake.run("condor_submit", "m.sub").stdout == "Submitting job(s)...\n3 job(s) submitted to cluster 1.\n"
     assert fake.run("condor_submit", "-terse", "m.sub").stdout == "2.0 - 2.2\n"
-    out = fake.run("condor_q", "-json", "-constraint", 'JobBatchName == "b1" && ClusterId == 1',
-                   "-attributes", "ClusterId,ProcId").stdout
+    out = fake.run(
+        "condor_q", "-json", "-constraint", 'JobBatchName == "b1" && ClusterId == 1', "-attributes", "ClusterId,ProcId"
+    ).stdout
     assert out.count("\n,\n") == 2 and len(json.loads(out)) == 3
     assert fake.run("condor_q", "1.1", "-af", "ClusterId", "ProcId", "ExitCode").stdout == "1 1 undefined\n"
     r = fake.run("condor_rm", "1")
@@ -459,7 +504,12 @@ def test_condor_queue_linger(fake):
 
 # ------------------------------------------------------------------ fixtures
 
-@pytest.mark.parametrize("path", sorted(list(FIXTURES.glob("lsf/*.json")) + list(FIXTURES.glob("htcondor/*.json"))), ids=lambda p: "%s/%s" % (p.parent.name, p.stem))
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(list(FIXTURES.glob("lsf/*.json")) + list(FIXTURES.glob("htcondor/*.json"))),
+    ids=lambda p: "%s/%s" % (p.parent.name, p.stem),
+)
 def test_fixture_files_wellformed(path):
     d = json.loads(path.read_text())
     assert set(d) == {"argv", "exit_code", "stdout", "stderr", "source"}
@@ -469,14 +519,24 @@ def test_fixture_files_wellformed(path):
 def test_fake_outputs_match_lsf_fixtures(fake):
     def same(name, r):
         fx = load_fixture("lsf", name)
-        assert (r.returncode, norm(r.stdout), norm(r.stderr)) == (fx["exit_code"], norm(fx["stdout"]), norm(fx["stderr"])), name
+        assert (r.returncode, norm(r.stdout), norm(r.stderr)) == (
+            fx["exit_code"],
+            norm(fx["stdout"]),
+            norm(fx["stderr"]),
+        ), name
 
     same("bsub_submitted_queue", fake.run("bsub", "-q", "pub.1h", "true"))
     same("bsub_submitted_default_queue", fake.run("bsub", "true", env={"CB_FAKE_LSF_DEFAULT_QUEUE": "s"}))
     same("bsub_greeting_then_submitted", fake.run("bsub", "true", env={"CB_FAKE_LSF_GREETING": "2"}))
     wait_for(lsf_stat_is(fake, "1", "DONE"))
-    same("bjobs_noheader_delimiter", fake.run("bjobs", "-noheader", "-a", "-o", "jobid stat exit_code delimiter='^'", "1"))
-    same("bjobs_delimiter_partial_unknown", fake.run("bjobs", "-noheader", "-a", "-o", "jobid stat delimiter='^'", "1", "9"))
+    same(
+        "bjobs_noheader_delimiter",
+        fake.run("bjobs", "-noheader", "-a", "-o", "jobid stat exit_code delimiter='^'", "1"),
+    )
+    same(
+        "bjobs_delimiter_partial_unknown",
+        fake.run("bjobs", "-noheader", "-a", "-o", "jobid stat delimiter='^'", "1", "9"),
+    )
     same("bjobs_unknown_id_exit0", fake.run("bjobs", "-noheader", "-o", "jobid stat delimiter='^'", "9"))
     same("bjobs_unknown_id_consistent", fake.run("bjobs", "9", env={"LSB_BJOBS_CONSISTENT_EXIT_CODE": "Y"}))
     r = fake.run("bjobs", "-json", "-a", "-o", "jobid stat exit_code", "1")
@@ -501,7 +561,11 @@ def test_fake_outputs_match_lsf_fixtures(fake):
 def test_fake_outputs_match_htcondor_fixtures(fake):
     def same(name, r):
         fx = load_fixture("htcondor", name)
-        assert (r.returncode, norm(r.stdout), norm(r.stderr)) == (fx["exit_code"], norm(fx["stdout"]), norm(fx["stderr"])), name
+        assert (r.returncode, norm(r.stdout), norm(r.stderr)) == (
+            fx["exit_code"],
+            norm(fx["stdout"]),
+            norm(fx["stderr"]),
+        ), name
 
     (fake.root / "one.sub").write_text("executable = /bin/true\nqueue\n")
     (fake.root / "three.sub").write_text("executable = /bin/sleep\narguments = 5\nqueue 3\n")
@@ -523,8 +587,12 @@ def test_fake_outputs_match_htcondor_fixtures(fake):
     r = fake.run("condor_q")
     fx = load_fixture("htcondor", "condor_q_secman_2007")
     assert r.returncode == fx["exit_code"]
-    assert re.fullmatch(r"-- Failed to fetch ads from: <[^>]+> : \S+\nSECMAN:2007:Failed to end classad message\.\n", r.stderr)
-    assert re.fullmatch(r"-- Failed to fetch ads from: <[^>]+> : \S+\nSECMAN:2007:Failed to end classad message\.\n", fx["stderr"])
+    assert re.fullmatch(
+        r"-- Failed to fetch ads from: <[^>]+> : \S+\nSECMAN:2007:Failed to end classad message\.\n", r.stderr
+    )
+    assert re.fullmatch(
+        r"-- Failed to fetch ads from: <[^>]+> : \S+\nSECMAN:2007:Failed to end classad message\.\n", fx["stderr"]
+    )
     exe, gate = fake.gated_script("mm")
     (fake.root / "mm.sub").write_text("executable = %s\nrequest_memory = 10624\nqueue\n" % exe)
     fake.run("condor_submit", "mm.sub")
@@ -533,26 +601,34 @@ def test_fake_outputs_match_htcondor_fixtures(fake):
     wait_for(condor_status_is(fake, "4", 5))
     r = fake.run("condor_q", "4.0", "-af", "HoldReasonCode", "HoldReason")
     fx = load_fixture("htcondor", "condor_q_hold_reason_cgroup_memory")["stdout"]
-    pat = r"34 Error from slot\S+: Job has gone over cgroup memory limit of 10624 megabytes\. (Peak|Last measured) usage: \d+ megabytes\.  Consider resubmitting with a higher request_memory\.\n"
+    pat = r"34 Error from slot\S+: Job has gone over cgroup memory limit of 10624 megabytes\. (Peak|Last measured) usage: \d+ megabytes\.  Consider resubmitting with a higher request_memory\.\n"  # noqa: E501
     assert re.fullmatch(pat, r.stdout) and re.fullmatch(pat, fx)
 
 
 def test_faults_json_written_directly_and_module_cli(fake):
     fake.state.mkdir(exist_ok=True)
-    (fake.state / "faults.json").write_text(json.dumps(
-        [{"kind": "error", "tools": ["condor_q"], "count": 1, "message": "boom", "exit_code": 3}]))
+    (fake.state / "faults.json").write_text(
+        json.dumps([{"kind": "error", "tools": ["condor_q"], "count": 1, "message": "boom", "exit_code": 3}])
+    )
     r = fake.run("condor_q", "-json")
     assert (r.returncode, r.stderr) == (3, "boom\n")
     assert fake.run("condor_q", "-json").returncode == 0
-    r = subprocess.run([sys.executable, "-m", "fakesched", "fault", "error", "bhist", "--count", "1"],
-                       cwd=HERE, env=dict(os.environ), capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "fakesched", "fault", "error", "bhist", "--count", "1"],
+        cwd=HERE,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert fake.run("bhist").returncode == 255
 
 
 def test_condor_missing_transfer_input_holds_and_environment_ad(fake):
-    (fake.root / "t.sub").write_text("executable = /bin/true\nshould_transfer_files = YES\n"
-                                     "transfer_input_files = missing.dat\nenvironment = \"A=1 B='x y'\"\nqueue\n")
+    (fake.root / "t.sub").write_text(
+        "executable = /bin/true\nshould_transfer_files = YES\n"
+        "transfer_input_files = missing.dat\nenvironment = \"A=1 B='x y'\"\nqueue\n"
+    )
     fake.run("condor_submit", "t.sub")
     ad = json.loads(fake.run("condor_q", "-json", "1").stdout)[0]
     assert ad["JobStatus"] == 5 and ad["HoldReasonCode"] == 13 and "missing.dat" in ad["HoldReason"]

@@ -1,0 +1,269 @@
+"""Scheduler ``htcondor``: HTCondor through ``condor_submit``, ``condor_q``, ``condor_history``, ``condor_rm``.
+
+* Submit: a submit description ``job.sub`` is rendered next to ``job.sh`` (the worker writes
+  :meth:`HTCondorScheduler.submit_file` to ``<job_dir>/job.sub``) and submitted with
+  ``condor_submit <job_dir>/job.sub``.  One job per cluster: the job id is the **cluster id** (``42``, not
+  ``42.0``), which condor_q, condor_history and condor_rm all accept.
+* ``batch_name`` is the job name, so ``condor_q -batch NAME`` shows one run's jobs.
+* Status: ONE ``condor_q -json -attributes … clusters…`` per poll; empty output means none of them is in
+  the queue.  Those gone: ONE ``condor_history -json -match N clusters…``.
+* Container modes (setting ``htcondor_container_mode``): ``wrap`` (default, job.sh runs the container like on
+  every other scheduler), ``universe`` (``universe = container`` + ``container_image``) and ``attribute``
+  (``+SingularityImage``, as at CERN).  In the last two HTCondor starts the container, so job.sh must run the
+  plain runner: :meth:`HTCondorScheduler.runs_container` tells the worker so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+from containerbatch.errors import ConfigError, SchedulerError
+from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.spec import JobSpec
+from containerbatch.states import JobState, JobStatus
+
+ATTRIBUTES = (
+    "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,HoldReasonCode,"
+    "EnteredCurrentStatus,RemoveReason"
+)
+_SUBMITTED = re.compile(r"(\d+) job\(s\) submitted to cluster (\d+)\.|^\s*(\d+)\.\d+ - \d+\.\d+\s*$", re.M)
+_TRANSIENT = (
+    "Failed to fetch ads",
+    "Can't find address",
+    "SECMAN",
+    "Failed to connect",
+    "timed out",
+    "Connection refused",
+)
+_NOT_FOUND = re.compile(r"not found|Couldn't find/remove all jobs|already been marked for removal")
+_MACRO = re.compile(r"\$(?=[A-Za-z0-9_]*[(\[])")  # a $ that condor_submit would expand
+_UNWRITABLE = re.compile(r"\$\$[A-Za-z0-9_]*[(\[]|\$\(DOLLAR\)", re.I)  # match-time $$( refs; the escape itself
+_KEY = re.compile(r"^(\+|MY\.)?[A-Za-z_][A-Za-z0-9_.]*$", re.I)
+_OWN_KEYS = {
+    "universe",
+    "executable",
+    "arguments",
+    "initialdir",
+    "output",
+    "error",
+    "log",
+    "getenv",
+    "environment",
+    "batch_name",
+    "queue",
+    "container_image",
+    "should_transfer_files",
+    "transfer_input_files",
+    "when_to_transfer_output",
+}
+
+
+def _value(text: str, what: str) -> str:
+    """A submit-file value: one line, with HTCondor's macros (``$(x)``, ``$ENV(x)``, ``$[expr]``) kept literal.
+
+    >>> _value("/data/$(x)/$ENV(HOME)/a b $5", "output")
+    '/data/$(DOLLAR)(x)/$(DOLLAR)ENV(HOME)/a b $5'
+    """
+    if "\n" in text or "\r" in text or "\0" in text or _UNWRITABLE.search(text):
+        raise ConfigError(
+            f"{what} {text!r} cannot be written in an HTCondor submit file (line breaks, $$( and "
+            "$(DOLLAR) have no literal form there)",
+            setting="htcondor_settings" if what.startswith("htcondor") else None,
+        )
+    return _MACRO.sub("$(DOLLAR)", text)
+
+
+def quote_arguments(args: Sequence[str]) -> str:
+    """Quote ``args`` for ``arguments``/``environment`` in HTCondor's new syntax (``"…"``).
+
+    Every argument is put in single quotes (which may hold spaces); a single quote inside is doubled,
+    and so is a double quote (the whole value sits in double quotes).
+
+    >>> quote_arguments(["a", "b c"])
+    '"\\'a\\' \\'b c\\'"'
+    >>> print(quote_arguments(["it's", 'say "hi"', ""]))
+    "'it''s' 'say ""hi""' ''"
+    """
+    return '"' + " ".join("'" + str(a).replace("'", "''").replace('"', '""') + "'" for a in args) + '"'
+
+
+def classad_string(text: str) -> str:
+    """A ClassAd string literal.
+
+    >>> print(classad_string('a "b" \\\\c'))
+    "a \\"b\\" \\\\c"
+    """
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class HTCondorScheduler(Scheduler):
+    """HTCondor (vanilla or container universe)."""
+
+    name = "htcondor"
+    commands = ("condor_submit", "condor_q", "condor_history", "condor_rm")
+    submit_file_name = "job.sub"
+    DOCS_URL = "https://htcondor.readthedocs.io/en/latest/classad-attributes/job-classad-attributes.html#JobStatus"
+    STATE_MAP = {  # JobStatus codes, see DOCS_URL
+        "1": JobState.PENDING,  # Idle
+        "2": JobState.RUNNING,  # Running
+        "3": JobState.CANCELLED,  # Removed (condor_rm or a periodic_remove policy)
+        "4": JobState.COMPLETED,  # Completed: FAILED when ExitCode != 0 or ExitBySignal
+        "5": JobState.HELD,  # Held: waits for condor_release; HoldReason tells why
+        "6": JobState.RUNNING,  # Transferring Output
+        "7": JobState.SUSPENDED,  # Suspended
+    }
+
+    # -- submit ----------------------------------------------------------------
+    def container_mode(self, spec: JobSpec) -> str:
+        return str(spec.settings.get("htcondor_container_mode") or "wrap")
+
+    def runs_container(self, spec: JobSpec) -> bool:
+        """Whether HTCondor itself starts the container: job.sh must then run the runner without wrapping."""
+        return self.container_mode(spec) != "wrap" and spec.runtime != "host"
+
+    def container_image(self, spec: JobSpec) -> str:
+        image = spec.image or ""
+        if spec.runtime in ("docker", "podman") and "://" not in image:
+            return f"docker://{image}"
+        return image
+
+    def submit_file(self, spec: JobSpec) -> str:
+        res, job_dir = spec.resources, spec.job_dir
+        lines = [f"# containerbatch: {spec.task_id.replace(chr(10), ' ')} (attempt {spec.attempt}, run {spec.run_id})"]
+        entries: list[tuple[str, str]] = []
+        mode = self.container_mode(spec)
+        if self.runs_container(spec) and mode == "universe":
+            entries += [("universe", "container"), ("container_image", _value(self.container_image(spec), "image"))]
+        else:
+            entries.append(("universe", "vanilla"))
+        if self.runs_container(spec) and mode == "attribute":
+            entries.append(("+SingularityImage", classad_string(_value(spec.image or "", "image"))))
+        entries += [
+            ("initialdir", _value(job_dir, "job directory")),
+            ("executable", "job.sh"),
+            ("output", _value(spec.stdout_path, "stdout path")),
+            ("error", _value(spec.stderr_path, "stderr path")),
+            ("log", _value(f"{job_dir}/condor.log", "log path")),
+            ("batch_name", _value(spec.job_name, "job name")),
+            ("getenv", "false"),
+        ]
+        env = {k: v for k, v in spec.env.items()}
+        for key in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ConfigError(f"environment variable name {key!r} is not valid", setting="env", task=spec.task_id)
+        if env:
+            entries.append(("environment", _value(quote_arguments([f"{k}={v}" for k, v in env.items()]), "env")))
+        if res.cpus:
+            entries.append(("request_cpus", str(res.cpus)))
+        if res.memory_mb:
+            entries.append(("request_memory", f"{res.memory_mb}MB"))  # HTCondor's MB are MiB
+        if res.disk_mb:
+            entries.append(("request_disk", f"{res.disk_mb * 1024}KB"))
+        if res.gpus:
+            entries.append(("request_gpus", str(res.gpus)))
+        if res.walltime_s:
+            entries.append(("allowed_job_duration", str(res.walltime_s)))  # held (code 46) when exceeded
+        if res.account:
+            entries.append(("accounting_group", _value(res.account, "account")))
+        if spec.settings.get("transfer_files"):
+            entries += [
+                ("should_transfer_files", "YES"),
+                ("transfer_input_files", _value(job_dir, "job directory")),
+                ("when_to_transfer_output", "ON_EXIT"),
+            ]
+        else:
+            entries.append(("should_transfer_files", "NO"))  # shared filesystem
+        for key, value in dict(spec.settings.get("htcondor_settings") or {}).items():
+            if not _KEY.match(key) or key.lower() in _OWN_KEYS:
+                raise ConfigError(
+                    f"htcondor_settings key {key!r} is not a submit command containerbatch lets you set "
+                    "(use names like +JobFlavour, MY.Attr or request_*)",
+                    setting="htcondor_settings",
+                    task=spec.task_id,
+                )
+            entries.append((key, _value(str(value), f"htcondor_settings[{key!r}]")))
+        lines += [f"{key} = {value}" for key, value in entries]
+        return "\n".join([*lines, "queue", ""])
+
+    def submit_argv(self, spec: JobSpec) -> list[str]:
+        return ["condor_submit", f"{spec.job_dir}/{self.submit_file_name}"]
+
+    def parse_submit(self, result: CommandResult) -> str:
+        match = _SUBMITTED.search(result.stdout)
+        if result.exit_code == 0 and match:
+            return match.group(2) or match.group(3)
+        raise submit_error(result, _TRANSIENT, f"check {result.argv[-1]}")
+
+    # -- status ----------------------------------------------------------------
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["condor_q", "-json", "-attributes", ATTRIBUTES, *job_ids]
+
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return self._parse_ads(result, job_ids, "condor_q")
+
+    def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        return ["condor_history", "-json", "-match", str(len(job_ids)), "-attributes", ATTRIBUTES, *job_ids]
+
+    def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return self._parse_ads(result, job_ids, "condor_history")
+
+    def _parse_ads(self, result: CommandResult, job_ids: Sequence[str], what: str) -> dict[str, JobStatus]:
+        if result.exit_code != 0:
+            raise status_error(result, what)  # e.g. "Failed to fetch ads": transient
+        if not result.stdout.strip():
+            return {}  # condor_q prints nothing at all when no job matches
+        try:
+            ads = json.loads(result.stdout)
+        except ValueError:
+            raise status_error(result, f"{what} -json (unreadable answer)") from None
+        wanted = set(job_ids)
+        states = {}
+        for ad in ads if isinstance(ads, list) else []:
+            if not isinstance(ad, dict) or ad.get("ClusterId") is None:
+                continue
+            full = f"{ad['ClusterId']}.{ad.get('ProcId', 0)}"
+            job_id = full if full in wanted else str(ad["ClusterId"])
+            if job_id in wanted and job_id not in states:  # history lists the newest first
+                states[job_id] = self.status_of(ad)
+        return states
+
+    def status_of(self, ad: dict[str, object]) -> JobStatus:
+        """A job ad → JobStatus; a held job carries HoldReason and HoldReasonCode in ``reason``."""
+        native = str(ad.get("JobStatus"))
+        status = self.map_state(native)
+        if status.state == JobState.HELD:
+            reason = f"{ad.get('HoldReason') or 'held'} (HoldReasonCode {ad.get('HoldReasonCode')})"
+            return JobStatus(JobState.HELD, native, None, reason)
+        if status.state == JobState.CANCELLED:
+            return JobStatus(JobState.CANCELLED, native, None, str(ad.get("RemoveReason") or "removed"))
+        if status.state == JobState.COMPLETED:
+            if ad.get("ExitBySignal"):
+                return JobStatus(JobState.FAILED, native, None, f"killed by signal {ad.get('ExitSignal')}")
+            code = ad.get("ExitCode")
+            code = code if isinstance(code, int) else None
+            return JobStatus(JobState.COMPLETED if code in (0, None) else JobState.FAILED, native, code)
+        return status
+
+    # -- kill ------------------------------------------------------------------
+    def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["condor_rm", *job_ids]
+
+    def release_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["condor_release", *job_ids]
+
+    def kill(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        result = self._run(self.kill_argv(job_ids))
+        errors = [line for line in result.stderr.splitlines() if line.strip() and not _NOT_FOUND.search(line)]
+        if result.exit_code != 0 and errors:
+            raise SchedulerError(
+                "condor_rm failed",
+                argv=result.argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr,
+                transient=any(t in result.stderr for t in _TRANSIENT),
+            )

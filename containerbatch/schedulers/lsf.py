@@ -1,0 +1,246 @@
+"""Scheduler ``lsf``: IBM Spectrum LSF through ``bsub``, ``bjobs``, ``bhist`` and ``bkill``.
+
+* Submit: ``bsub -J NAME -o stdout -e stderr [-q Q] [-P ACCOUNT] [-W [h:]m] [-n N] [-R "rusage[mem=M] …"]
+  [-M M] [-gpu "num=G"] [lsf_extra_args…] job.sh``; memory in the site's unit (setting ``lsf_memory_unit``).
+* Status: ONE ``bjobs -json -a -o "jobid stat exit_code exit_reason" ids…`` per poll for all jobs.  An LSF
+  older than 10.1.0.2 has no ``-json``: the first query then fails, the scheduler remembers it and asks with
+  ``-noheader … delimiter='^'`` from then on.
+* Jobs that left ``bjobs -a`` (after CLEAN_PERIOD): ONE ``bhist -l -n 1 ids…``; its hard-wrapped long
+  format is unwrapped before parsing, so no ``-UF`` (missing in old LSF) is needed.
+* ``bkill ids…`` in one call; "already finished" and "No matching job" are not errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+
+from containerbatch.errors import SchedulerError, StatusQueryError
+from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.spec import JobSpec
+from containerbatch.states import JobState, JobStatus
+
+log = logging.getLogger(__name__)
+
+FIELDS = "jobid stat exit_code exit_reason"
+_SUBMITTED = re.compile(r"Job <(\d+)> is submitted to .*queue")
+_NOT_FOUND = re.compile(
+    r"Job <[^>]*>(?::| is) (?:not found|No matching job found|Job has already finished)"
+    r"|No unfinished job found|No matching job found"
+)
+_TRANSIENT = (
+    "non-LSF host rejected",
+    "Cannot connect to LSF",
+    "LSF is down",
+    "not responding",
+    "Failed in an LSF library call",
+    "Please wait",
+)
+_CANCELLED = ("TERM_OWNER", "TERM_ADMIN", "TERM_FORCE_OWNER", "TERM_FORCE_ADMIN")
+_UNITS = {"KB": 1024, "MB": 1, "GB": 1 / 1024}
+
+
+def lsf_duration(seconds: int) -> str:
+    """``-W`` value: whole minutes rounded up, as ``[h:]m``.
+
+    >>> lsf_duration(59), lsf_duration(3600), lsf_duration(5430)
+    ('1', '1:00', '1:31')
+    """
+    minutes = -(-seconds // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}" if hours else str(minutes)
+
+
+def _quiet(text: str) -> bool:
+    """Whether ``text`` holds only "not found"-style messages (not an error for a status query)."""
+    return all(_NOT_FOUND.search(line) for line in text.splitlines() if line.strip())
+
+
+class LSFScheduler(Scheduler):
+    """IBM Spectrum LSF."""
+
+    name = "lsf"
+    commands = ("bsub", "bjobs", "bkill", "bhist")
+    # https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states
+    DOCS_URL = "https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states"
+    STATE_MAP = {
+        "PEND": JobState.PENDING,  # waiting in a queue to be scheduled
+        "PROV": JobState.PENDING,  # dispatched to a host that is still being provisioned
+        "WAIT": JobState.PENDING,  # chunk job member waiting for its turn
+        "PSUSP": JobState.HELD,  # suspended by its owner or an admin while pending (bstop): waits for bresume
+        "RUN": JobState.RUNNING,  # running
+        "USUSP": JobState.SUSPENDED,  # suspended by its owner or an admin while running
+        "SSUSP": JobState.SUSPENDED,  # suspended by LSF (load, run windows, preemption)
+        "DONE": JobState.COMPLETED,  # exited with status 0
+        "POST_DONE": JobState.COMPLETED,  # DONE and its post-execution processing succeeded
+        "PDONE": JobState.COMPLETED,  # older name of POST_DONE
+        "EXIT": JobState.FAILED,  # non-zero exit, killed, or limit reached (see exit_reason TERM_*)
+        "POST_ERR": JobState.FAILED,  # post-execution processing failed
+        "UNKWN": JobState.UNKNOWN,  # sbatchd of the host unreachable: the job may still run; not a failure
+        "ZOMBI": JobState.UNKNOWN,  # killed while its host was unreachable; becomes EXIT once the host is back
+    }
+
+    def __init__(self, settings: dict[str, object] | None = None) -> None:
+        super().__init__(settings)
+        self.use_json = True  # set to False once bjobs turns out to lack -json
+
+    # -- submit ----------------------------------------------------------------
+    def submit_argv(self, spec: JobSpec) -> list[str]:
+        res = spec.resources
+        # brackets in -J would make an array job
+        argv = ["bsub", "-J", re.sub(r"[\[\]]", "_", spec.job_name), "-o", spec.stdout_path, "-e", spec.stderr_path]
+        if res.queue:
+            argv += ["-q", res.queue]
+        if res.account:
+            argv += ["-P", res.account]
+        if res.walltime_s:
+            argv += ["-W", lsf_duration(res.walltime_s)]
+        if res.cpus:
+            argv += ["-n", str(res.cpus)]
+        select = ["span[hosts=1]"] if res.cpus and res.cpus > 1 else []  # one task: its slots on one host
+        if res.memory_mb:
+            unit = str(spec.settings.get("lsf_memory_unit") or "MB").upper()
+            amount = str(max(1, math.ceil(res.memory_mb * _UNITS.get(unit, 1))))
+            select.insert(0, f"rusage[mem={amount}]")
+            argv += ["-M", amount]
+        if select:
+            argv += ["-R", " ".join(select)]
+        if res.gpus:
+            argv += ["-gpu", f"num={res.gpus}"]
+        argv += [str(a) for a in spec.settings.get("lsf_extra_args") or []]
+        return [*argv, spec.script_path]
+
+    def parse_submit(self, result: CommandResult) -> str:
+        match = _SUBMITTED.search(result.stdout)
+        if result.exit_code == 0 and match:
+            return match.group(1)
+        raise submit_error(
+            result,
+            _TRANSIENT,
+            "check the queue, resources and lsf_extra_args (`containerbatch show` prints the command)",
+        )
+
+    # -- status ----------------------------------------------------------------
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        if self.use_json:
+            return ["bjobs", "-json", "-a", "-o", FIELDS, *job_ids]
+        return ["bjobs", "-noheader", "-a", "-o", f"{FIELDS} delimiter='^'", *job_ids]
+
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if "-json" in result.argv:
+            return self._parse_json(result, job_ids)
+        return self._parse_delimited(result)
+
+    def _parse_json(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        start = result.stdout.find("{")
+        try:
+            data = json.loads(result.stdout[start:]) if start >= 0 else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            text = result.stdout + result.stderr
+            if result.exit_code != 0 and "json" in text.lower() and not _quiet(text):
+                self.use_json = False  # an LSF before 10.1.0.2; ask the old way from now on
+                log.info("bjobs has no -json here; using bjobs -noheader -o … delimiter='^' instead")
+                raise StatusQueryError(
+                    "bjobs does not know -json; asking again with -noheader",
+                    argv=result.argv,
+                    exit_code=result.exit_code,
+                    stderr=text,
+                    transient=True,
+                )
+            if not result.stdout.strip() and _quiet(result.stderr):
+                return {}
+            raise status_error(result, "bjobs -json (unreadable answer)")
+        states = {}
+        records = [r for r in data.get("RECORDS") or [] if isinstance(r, dict)]
+        for record in records:
+            job_id = record.get("JOBID") or (job_ids[0] if len(job_ids) == 1 == len(records) else None)
+            if record.get("ERROR") or not job_id:
+                continue  # {"JOBID": "13", "ERROR": "Job <13> is not found"}: absent
+            states[str(job_id)] = self.status_of(
+                str(record.get("STAT", "")), record.get("EXIT_CODE"), str(record.get("EXIT_REASON") or "")
+            )
+        return states
+
+    def _parse_delimited(self, result: CommandResult) -> dict[str, JobStatus]:
+        states = {}
+        for line in result.stdout.splitlines():
+            fields = [("" if f.strip() == "-" else f.strip()) for f in line.split("^")]
+            if len(fields) >= 2 and fields[0].isdigit():
+                fields += [""] * (4 - len(fields))
+                states[fields[0]] = self.status_of(fields[1], fields[2], fields[3])
+        # exit 255 comes with any unknown id; only other messages make it an error
+        if result.exit_code != 0 and not states and not _quiet(result.stderr + result.stdout):
+            raise status_error(result, "bjobs")
+        return states
+
+    def status_of(self, stat: str, exit_code: object, reason: str = "") -> JobStatus:
+        """One bjobs/bhist observation → JobStatus; TERM_RUNLIMIT is TIMEOUT, TERM_OWNER/ADMIN CANCELLED."""
+        text = str(exit_code or "").strip()
+        code = int(text) if text.isdigit() else None
+        if stat in ("DONE", "POST_DONE", "PDONE") and code is None:
+            code = 0
+        status = self.map_state(stat, code, reason)
+        term = re.match(r"TERM_[A-Z_]+", reason.strip())
+        if not term or status.state != JobState.FAILED:
+            return status
+        state = (
+            JobState.TIMEOUT
+            if term.group(0) == "TERM_RUNLIMIT"
+            else JobState.CANCELLED
+            if term.group(0) in _CANCELLED
+            else JobState.FAILED
+        )
+        return JobStatus(state, f"{stat} {term.group(0)}", code, reason.strip())
+
+    # -- history ---------------------------------------------------------------
+    def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        return ["bhist", "-l", "-n", "1", *job_ids]
+
+    def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        text = re.sub(r"\n {21}", "", result.stdout)  # undo bhist's hard wrap at 80 columns
+        states = {}
+        for block in re.split(r"(?m)^-{20,}\s*$", text):
+            found = re.search(r"Job <(\d+)(?:\[\d+\])?>", block)
+            job_id = found.group(1) if found else (job_ids[0] if len(job_ids) == 1 else None)
+            if job_id is None:
+                continue
+            term = re.search(r"(TERM_[A-Z_]+)(?::[ \t]*([^;\n]*))?", block)
+            reason = (
+                f"{term.group(1)}: {term.group(2).strip()}".rstrip(": .")
+                if term and term.group(2)
+                else (term.group(1) if term else "")
+            )
+            exited = re.search(r"(?m)(?:^|: )Exited(?: with exit code (\d+))?", block)
+            if exited:
+                states[job_id] = self.status_of("EXIT", exited.group(1), reason)
+            elif re.search(r"(?m)(?:^|: )Done successfully", block):
+                states[job_id] = self.status_of("DONE", "0", reason)
+        if result.exit_code != 0 and not states and not _quiet(result.stderr + result.stdout):
+            raise status_error(result, "bhist")
+        return states
+
+    # -- kill ------------------------------------------------------------------
+    def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["bkill", *job_ids]
+
+    def release_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["bresume", *job_ids]  # PSUSP/USUSP: LSF's holds
+
+    def kill(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        result = self._run(self.kill_argv(job_ids))
+        if result.exit_code != 0 and not _quiet(result.stderr):
+            raise SchedulerError(
+                "bkill failed",
+                argv=result.argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr,
+                transient=any(t in result.stderr for t in _TRANSIENT),
+            )
