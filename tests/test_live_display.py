@@ -215,26 +215,6 @@ class All(luigi.WrapperTask):
         return [Nap(n=i) for i in range(3)]
 """
 
-# what `containerbatch run` does once the display is hooked in (see the module docstring)
-DRIVER = """
-import logging
-import sys
-
-from containerbatch import settings
-from containerbatch.cli.common import build_task, out
-from containerbatch.cli.display import ProgressDisplay
-from containerbatch.worker import Run, process
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-settings.set_setting("runtime", "host")
-task = build_task("flow.py", ["All"])
-run = Run()
-with ProgressDisplay(run, console=out):
-    ok = process([task], workers=3, run=run)
-sys.exit(0 if ok else 1)
-"""
-
-
 def tmux_ready() -> None:
     if not shutil.which("tmux"):
         if IN_CI:
@@ -245,12 +225,14 @@ def tmux_ready() -> None:
 def test_live_display_in_tmux(tmp_path: Path) -> None:
     tmux_ready()
     (tmp_path / "flow.py").write_text(FLOW)
-    (tmp_path / "drive.py").write_text(DRIVER)
     socket = f"cb-live-{uuid.uuid4().hex[:8]}"
     tmux = ["tmux", "-L", socket]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTAINERBATCH_", "TMUX"))}
     env["PYTHONPATH"] = str(ROOT)
-    command = f"cd {tmp_path} && {sys.executable} drive.py; echo CB-EXIT=$?; sleep 120"
+    command = (
+        f"cd {tmp_path} && {sys.executable} -m containerbatch run flow.py All --runtime host --workers 3;"
+        " echo CB-EXIT=$?; sleep 120"
+    )
     subprocess.run([*tmux, "new-session", "-d", "-s", "cb", "-x", "220", "-y", "50", command], env=env, check=True)
 
     def pane() -> str:
