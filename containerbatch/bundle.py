@@ -54,6 +54,16 @@ def _package_files() -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+def wanted(mode: str, runtime: str, image_has_luigi: bool) -> bool:
+    """Whether a job gets the bundle: setting ``bundle`` (auto: unless host runtime or the image has luigi)."""
+    return mode == "always" or (mode == "auto" and runtime != "host" and not image_has_luigi)
+
+
+def bundle_dir(state_dir: str | os.PathLike[str]) -> str:
+    """Where the bundle of this installation lives (built or not)."""
+    return str(Path(state_dir) / "bundle" / bundle_key())
+
+
 def bundle_key() -> str:
     digest = hashlib.sha256()
     for dist in _closure():
@@ -65,7 +75,7 @@ def bundle_key() -> str:
 
 def ensure_bundle(state_dir: str | os.PathLike[str]) -> str:
     """Build the bundle if it is not there yet; returns its directory."""
-    target = Path(state_dir) / "bundle" / bundle_key()
+    target = Path(bundle_dir(state_dir))
     if (target / ".complete").exists():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)

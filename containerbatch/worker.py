@@ -107,11 +107,10 @@ class Run:
             return self._journals[state_dir]
 
     def bundle(self, values: dict[str, Any], runtime: str, state_dir: str) -> str | None:
-        mode = values["bundle"]
-        if mode == "never" or (mode == "auto" and (runtime == "host" or values["image_has_luigi"])):
-            return None
-        from containerbatch.bundle import ensure_bundle
+        from containerbatch.bundle import ensure_bundle, wanted
 
+        if not wanted(values["bundle"], runtime, values["image_has_luigi"]):
+            return None
         with self._lock:
             if state_dir not in self._bundles:
                 self._bundles[state_dir] = ensure_bundle(state_dir)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import replace
+from typing import Any
 
 import typer
 
 from containerbatch import settings
 from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, build_task, err, out
-from containerbatch.errors import ConfigError
 
 TASK_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -23,6 +25,27 @@ def _apply_overrides(image: str | None, runtime: str | None, batch_system: str |
         settings.set_setting("batch_system", batch_system)
 
 
+def run_summary(run_ctx: Any, ok: bool) -> dict[str, Any]:
+    """What ran where, for scripts: the last attempt of every task this run handled."""
+    tasks = []
+    for proc in {id(p): p for p in run_ctx.processes.values()}.values():
+        spec = proc.spec
+        tasks.append(
+            {
+                "task_id": spec.task_id,
+                "attempt": spec.attempt,
+                "outcome": proc.outcome,
+                "reasons": [f.reason.value for f in proc.failures],
+                "batch_system": spec.batch_system,
+                "job_id": proc.job_id,
+                "runtime": spec.runtime,
+                "image": spec.image,
+                "job_dir": spec.job_dir,
+            }
+        )
+    return {"run_id": run_ctx.run_id, "ok": ok, "tasks": sorted(tasks, key=lambda t: t["task_id"])}
+
+
 def register(app: typer.Typer) -> None:
     @app.command(context_settings=TASK_ARGS)
     def run(
@@ -35,6 +58,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(
             True, "--progress/--no-progress", help="Live display of the jobs (a line per change when not a terminal)."
         ),
+        as_json: bool = typer.Option(False, "--json", help="At the end, one JSON document of the run on stdout."),
     ) -> None:
         """Run TASK (with its --parameters) and everything it needs."""
         from containerbatch.cli.display import ProgressDisplay
@@ -44,13 +68,15 @@ def register(app: typer.Typer) -> None:
         task = build_task(workflow, list(ctx.args))
         run_ctx = Run()
         try:
-            if progress:
+            if progress and not as_json:
                 with ProgressDisplay(run_ctx, console=out):
                     ok = process([task], workers=workers, run=run_ctx)
             else:
                 ok = process([task], workers=workers, run=run_ctx)
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        if as_json:
+            out.print_json(json.dumps(run_summary(run_ctx, ok)))
         raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
     @app.command(context_settings=TASK_ARGS)
@@ -61,8 +87,10 @@ def register(app: typer.Typer) -> None:
         runtime: str = typer.Option(None, "--runtime"),
         batch_system: str = typer.Option(None, "--batch-system"),
         attempt: int = typer.Option(1, "--attempt", min=1),
+        as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
     ) -> None:
         """Print the exact job script, submit command and container command, without running anything."""
+        from containerbatch.bundle import bundle_dir, wanted
         from containerbatch.worker import Run
 
         _apply_overrides(image, runtime, batch_system)
@@ -70,34 +98,37 @@ def register(app: typer.Typer) -> None:
         run = Run()
         try:
             spec = run.spec_for(task, attempt=attempt, with_bundle=False)
-            bundle_mode = spec.settings["bundle"]
-            if (
-                bundle_mode != "never"
-                and spec.runtime != "host"
-                and not (bundle_mode == "auto" and spec.settings["image_has_luigi"])
-            ):
-                from dataclasses import replace
-                from pathlib import Path
-
-                from containerbatch.bundle import bundle_key
-
-                spec = replace(spec, bundle_dir=str(Path(spec.state_dir) / "bundle" / bundle_key()))
+            values = spec.settings
+            if wanted(values["bundle"], spec.runtime, values["image_has_luigi"]):
+                spec = replace(spec, bundle_dir=bundle_dir(spec.state_dir))  # the path it will have; nothing built
             script, command, submit_file = run.render(spec)
             scheduler = run.scheduler(dict(spec.settings))
             submit_argv = scheduler.submit_argv(spec)
-        except ConfigError:
-            raise
         finally:
             run.poller.stop()
-        out.rule(f"{spec.task_id}: {spec.batch_system} / {spec.runtime} / {spec.image}")
-        out.print(f"# job directory: {spec.job_dir}", markup=False, highlight=False)
-        out.print("# submit command:", markup=False, highlight=False)
-        out.print(shlex.join(submit_argv), markup=False, highlight=False, soft_wrap=True)
+        if as_json:
+            doc = {
+                "task_id": spec.task_id,
+                "batch_system": spec.batch_system,
+                "runtime": spec.runtime,
+                "image": spec.image,
+                "job_dir": spec.job_dir,
+                "submit_command": submit_argv,
+                "submit_file": submit_file,
+                "job_script": script,
+                "container_command": command,
+            }
+            out.print_json(json.dumps(doc))
+            return
+        text = [
+            f"# job directory: {spec.job_dir}",
+            "# submit command:",
+            shlex.join(submit_argv),
+        ]
         if submit_file is not None:
-            out.print(f"# submit file ({scheduler.submit_file_name}):", markup=False, highlight=False)
-            out.print(submit_file, markup=False, highlight=False, soft_wrap=True)
-        out.print(f"# job script ({spec.script_path}):", markup=False, highlight=False)
-        out.print(script, markup=False, highlight=False, soft_wrap=True)
-        out.print("# container command:", markup=False, highlight=False)
-        out.print(shlex.join(command), markup=False, highlight=False, soft_wrap=True)
+            text += [f"# submit file ({scheduler.submit_file_name}):", submit_file]
+        text += [f"# job script ({spec.script_path}):", script, "# container command:", shlex.join(command)]
+        out.rule(f"{spec.task_id}: {spec.batch_system} / {spec.runtime} / {spec.image}")
+        for block in text:
+            out.print(block, markup=False, highlight=False, soft_wrap=True)
         err.print("[dim]nothing was submitted[/]")
