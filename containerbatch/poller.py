@@ -46,6 +46,7 @@ class TrackedJob:
     status: JobStatus = field(default_factory=lambda: JobStatus(JobState.PENDING, "submitted"))
     ended_code: int | None = None  # from the marker
     missing_since: float | None = None
+    lost_after: float | None = None  # this job's setting; None: the poller's
     last_change: float = field(default_factory=time.time)
 
     @property
@@ -100,10 +101,17 @@ class Poller:
 
     # -- registration ----------------------------------------------------
     def track(
-        self, key: str, scheduler: Scheduler, job_id: str, marker_path: str, interval: float, max_interval: float
+        self,
+        key: str,
+        scheduler: Scheduler,
+        job_id: str,
+        marker_path: str,
+        interval: float,
+        max_interval: float,
+        lost_after: float | None = None,
     ) -> None:
         with self._lock:
-            self._jobs[key] = TrackedJob(key, scheduler, job_id, marker_path)
+            self._jobs[key] = TrackedJob(key, scheduler, job_id, marker_path, lost_after=lost_after)
             clock = self._clocks.get(id(scheduler))
             if clock is None:
                 clock = self._clocks[id(scheduler)] = _SchedulerClock(
@@ -223,7 +231,14 @@ class Poller:
         )
 
     def _sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
+        """Back off between status retries, still listing the marker folders meanwhile."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            self._stop.wait(min(self.marker_interval, remaining))
+            self._check_markers()
 
     def _set_unknown(self, jobs: list[TrackedJob], why: str) -> None:
         with self._lock:
@@ -257,7 +272,8 @@ class Poller:
                 if status is None:
                     if job.missing_since is None:
                         job.missing_since = now
-                    if now - job.missing_since >= self.lost_after and job.ended_code is None:
+                    lost_after = self.lost_after if job.lost_after is None else job.lost_after
+                    if now - job.missing_since >= lost_after and job.ended_code is None:
                         status = JobStatus(
                             JobState.LOST,
                             "gone",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -69,6 +70,7 @@ _NATIVE = {
     "TERM_HOST": Reason.NODE_FAILURE,
     "TERM_LOAD": Reason.NODE_FAILURE,
     "TERM_ZOMBIE": Reason.NODE_FAILURE,
+    "TERM_REMOVE_HUNG_JOB": Reason.NODE_FAILURE,  # the host stopped answering; LSF removed the job
     "TERM_REQUEUE_ADMIN": Reason.PREEMPTED,
     "TERM_REQUEUE_OWNER": Reason.PREEMPTED,
 }
@@ -130,8 +132,11 @@ def classify(
     for word in words:
         if word in _NATIVE:
             return Failure(_NATIVE[word], _explain(status), exit_code)
-    if status.state == JobState.HELD and status.native in _HOLD_CODES:
-        return Failure(_HOLD_CODES[status.native], _explain(status), exit_code)
+    if status.state == JobState.HELD:
+        found = re.search(r"HoldReasonCode (\d+)", status.reason)
+        code = found.group(1) if found else status.native
+        if code in _HOLD_CODES:
+            return Failure(_HOLD_CODES[code], _explain(status), exit_code)
     if oom_killed:
         return Failure(Reason.OUT_OF_MEMORY, "the container engine killed the job for exceeding its memory", exit_code)
     if status.state == JobState.TIMEOUT:

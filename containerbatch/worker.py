@@ -76,6 +76,8 @@ class Run:
         self._lock = threading.RLock()
         self.processes: dict[str, JobProcess] = {}
         self.planned: list[JobSpec] = []  # tasks that will run, from preflight (for progress displays)
+        self.processes_configured = False  # poller set from the settings of the first job
+        self.cancelled_total = 0
 
     # -- plugins -------------------------------------------------------------
     def scheduler(self, values: dict[str, Any]) -> Scheduler:
@@ -220,8 +222,8 @@ class Run:
     def cancel_all(self) -> int:
         """Cancel every job of this run that has not ended; one call per scheduler."""
         by_scheduler: dict[int, tuple[Scheduler, list[JobProcess]]] = {}
-        for proc in list(self.processes.values()):
-            if proc.job_id and not proc.reported:
+        for proc in {id(p): p for p in list(self.processes.values())}.values():
+            if proc.job_id and not proc.reported and not proc.cancelled:
                 tracked = self.poller.get(proc.key)
                 if tracked is not None and tracked.finished:
                     continue
@@ -240,6 +242,7 @@ class Run:
                     proc.spec.task_id, proc.spec.attempt, state="cancelled", reason="cancelled", ended=time.time()
                 )
             count += len(ids)
+        self.cancelled_total += count
         return count
 
     def close(self) -> None:
@@ -422,14 +425,21 @@ class JobProcess:
         assert self.job_id is not None
         self.run_ctx.processes[self.key] = self
         values = self.spec.settings
+        poller = self.run_ctx.poller
+        if not self.run_ctx.processes_configured:
+            # run-wide polling settings come from the first task submitted
+            poller.marker_interval = float(values["marker_interval"])
+            poller.status_retries = int(values["status_retries"])
+            self.run_ctx.processes_configured = True
         interval = values.get("poll_interval") or self.scheduler.default_poll_interval
-        self.run_ctx.poller.track(
+        poller.track(
             self.key,
             self.scheduler,
             self.job_id,
             self.spec.marker_path,
             float(interval),
-            float(values.get("poll_max_interval") or 300.0),
+            float(values["poll_max_interval"]),
+            lost_after=float(values["lost_after"]),
         )
 
     def is_alive(self) -> bool:
@@ -492,9 +502,9 @@ class JobProcess:
             self.journal.update(self.spec.task_id, self.spec.attempt, state=name, started=started)
 
     def terminate(self) -> None:
+        """luigi stops its running tasks one by one (Ctrl-C): cancel all of the run's jobs in one call each."""
         if self.job_id and not self.reported and not self.cancelled:
-            self.cancelled = True
-            self.scheduler.kill([self.job_id])
+            self.run_ctx.cancel_all()
 
     # -- outcome -------------------------------------------------------------
     def _read_json(self, name: str) -> dict[str, Any] | None:
@@ -750,8 +760,11 @@ def process(
     try:
         return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers, **build_kwargs))
     except KeyboardInterrupt:
-        count = run.cancel_all()
-        print(f"containerbatch: interrupted; cancelled {count} job(s) of run {run.run_id}", file=sys.stderr)
+        run.cancel_all()  # luigi may have stopped some already, through JobProcess.terminate
+        print(
+            f"containerbatch: interrupted; cancelled {run.cancelled_total} job(s) of run {run.run_id}",
+            file=sys.stderr,
+        )
         raise
     finally:
         if in_main:

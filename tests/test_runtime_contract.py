@@ -77,9 +77,14 @@ def test_runtime_contract(runtime: str, scheduler: str, tmp_path: Path, request:
     data.mkdir()
     (data / "input.txt").write_text("bound input\n")
     inside = str(data / "input.txt") if runtime == "host" else "/data/input.txt"
+    # a host file outside every folder the engines bind by default (apptainer binds /tmp, $HOME and the
+    # current folder, so the repository itself may be visible when it is cloned under /tmp)
+    probe = Path("/srv") / f"cb-contract-probe-{os.getpid()}-{runtime}-{scheduler}"
+    probe.write_text("host only\n")
+    request.addfinalizer(lambda: probe.unlink(missing_ok=True))
     settings = {
         "binds": [f"{data}:/data:ro"],
-        "env": {"CB_CONTRACT": ODD_VALUE, "CB_INPUT": inside, "CB_REPO_FILE": str(ROOT / "pyproject.toml")},
+        "env": {"CB_CONTRACT": ODD_VALUE, "CB_INPUT": inside, "CB_REPO_FILE": str(probe)},
     }
     (work / "settings.json").write_text(json.dumps(settings))
 
