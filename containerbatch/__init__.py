@@ -22,7 +22,7 @@ from containerbatch.states import JobState, JobStatus
 
 __version__ = "0.1.0"
 
-_LAZY = {"process": "containerbatch.worker", "Run": "containerbatch.worker", "BatchWorker": "containerbatch.worker"}
+_LAZY = {"process": "containerbatch.worker", "Run": "containerbatch.run", "BatchWorker": "containerbatch.worker"}
 
 __all__ = [
     "ConfigError",

@@ -1,6 +1,6 @@
 """Pure formatters and the live progress display of ``containerbatch run``.
 
-:class:`ProgressDisplay` takes a :class:`containerbatch.worker.Run` and shows,
+:class:`ProgressDisplay` takes a :class:`containerbatch.run.Run` and shows,
 while luigi works, how many tasks are in each state and a table of the queued,
 running and recently ended jobs.  On a terminal it is a ``rich.live.Live``; when
 stdout is not a terminal it prints one line per change instead::
@@ -145,7 +145,7 @@ class ProgressDisplay:
     Parameters
     ----------
     run:
-        The :class:`containerbatch.worker.Run` being processed.
+        The :class:`containerbatch.run.Run` being processed.
     console:
         Where to draw; default a new stdout console.
     refresh:

@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run TASK (with its --parameters) and everything it needs."""
         from containerbatch.cli.display import ProgressDisplay
-        from containerbatch.worker import Run, process
+        from containerbatch.run import Run
+        from containerbatch.worker import process
 
         _apply_overrides(image, runtime, batch_system)
         task = build_task(workflow, list(ctx.args))
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the exact job script, submit command and container command, without running anything."""
         from containerbatch.bundle import bundle_dir, wanted
-        from containerbatch.worker import Run
+        from containerbatch.run import Run
 
         _apply_overrides(image, runtime, batch_system)
         task = build_task(workflow, list(ctx.args))
