@@ -105,6 +105,7 @@ def classify(
     memory_limited: bool = False,
     cancelled: bool = False,
     runtime: str = "",
+    stderr_tail: str = "",
 ) -> Failure:
     """Give a failed attempt its reason.
 
@@ -124,6 +125,9 @@ def classify(
     cancelled:
         The job script was told to stop (TERM/INT) and the scheduler gives no
         more specific reason (such as TIMEOUT).
+    stderr_tail:
+        The end of the job's stderr, for errors the image causes before the
+        runner can write anything (no luigi or containerbatch in the image).
     """
     if result is not None and result.get("status") in ("failure", "error"):
         what = "the task raised" if result.get("status") == "failure" else "the task could not be rebuilt"
@@ -147,6 +151,14 @@ def classify(
         return Failure(Reason.LOST, status.reason or "the job left the scheduler without a result", exit_code)
     if exit_code == 137 and memory_limited:
         return Failure(Reason.OUT_OF_MEMORY, "killed with SIGKILL (exit 137) while under a memory limit", exit_code)
+    missing = _MISSING_MODULE.search(stderr_tail) if result is None else None
+    if missing and exit_code not in (0, None):
+        return Failure(
+            Reason.IMAGE_ERROR,
+            f"the image has no {missing.group(1)!r} module: keep the setting bundle at auto (containerbatch binds "
+            "luigi and its runner into the container), or install them in the image",
+            exit_code,
+        )
     if exit_code in (125, 126, 127):
         return Failure(
             Reason.IMAGE_ERROR,
@@ -171,6 +183,8 @@ def classify(
 def _explain(status: JobStatus) -> str:
     return f"{status.native}{': ' + status.reason if status.reason else ''}"
 
+
+_MISSING_MODULE = re.compile(r"No module named '?(containerbatch|luigi)[.'\s]")
 
 Hook = Callable[[JobSpec, Failure], Mapping[str, Any] | None]
 

@@ -325,6 +325,7 @@ class JobProcess:
             memory_limited=spec.resources.memory_mb is not None,
             cancelled=(Path(spec.job_dir) / "cancelled").exists(),
             runtime=spec.runtime,
+            stderr_tail=log_tail(spec.stderr_path, 5),
         )
         self._failed(failure, started=(result or {}).get("started"))
 

@@ -215,6 +215,7 @@ class All(luigi.WrapperTask):
         return [Nap(n=i) for i in range(3)]
 """
 
+
 def tmux_ready() -> None:
     if not shutil.which("tmux"):
         if IN_CI:

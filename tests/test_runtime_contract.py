@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_IMAGE, FAKES_BIN, IN_CI, ROOT, run_cli
+from tests.conftest import DEMO_IMAGE, FAKES_BIN, IN_CI, run_cli
 
 WORKFLOW = """
 import json, os, platform, luigi
