@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -38,6 +37,7 @@ class ApptainerRuntime(Runtime):
 
     name = "apptainer"
     binaries: ClassVar[tuple[str, ...]] = ("apptainer", "singularity")
+    version_args: ClassVar[tuple[str, ...]] = ("--version",)
 
     def binary(self) -> str | None:
         return self._configured(self.settings) or super().binary()
@@ -55,20 +55,11 @@ class ApptainerRuntime(Runtime):
         """``SINGULARITYENV_`` for a binary named singularity (all SingularityCE reads), else ``APPTAINERENV_``."""
         return "SINGULARITYENV_" if Path(self.client(spec)).name.startswith("singularity") else "APPTAINERENV_"
 
-    def available(self) -> tuple[bool, str]:
-        binary = self.binary()
-        if binary is None:
-            return False, (
-                f"none of {', '.join(self.binaries)} on PATH: install Apptainer ({_INSTALL}), load its "
-                "module in the shell you submit from, or set apptainer_binary"
-            )
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return False, f"{binary}: {exc}"
-        if out.returncode != 0:
-            return False, f"{binary} --version fails: {(out.stderr or out.stdout).strip()[:300]}"
-        return True, f"{binary} ({out.stdout.strip()})"
+    def missing_message(self) -> str:
+        return (
+            f"none of {', '.join(self.binaries)} on PATH: install Apptainer ({_INSTALL}), load its "
+            "module in the shell you submit from, or set apptainer_binary"
+        )
 
     # -- images -----------------------------------------------------------------
     def image_path(self, spec: JobSpec) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -21,6 +22,10 @@ class Runtime:
 
     name: ClassVar[str] = ""
     binaries: ClassVar[tuple[str, ...]] = ()
+    #: arguments that make the client print its (or its engine's) version, for available()
+    version_args: ClassVar[tuple[str, ...]] = ()
+    #: appended when the version call fails
+    failure_hint: ClassVar[str] = ""
 
     def __init__(self, settings: Mapping[str, object] | None = None) -> None:
         self.settings = dict(settings or {})
@@ -33,10 +38,25 @@ class Runtime:
                 return found
         return None
 
+    def missing_message(self) -> str:
+        """What to do when no client is found."""
+        return f"none of {', '.join(self.binaries)} on PATH"
+
     def available(self) -> tuple[bool, str]:
-        """Whether the engine is usable here, and a line for `doctor`."""
-        found = self.binary()
-        return (found is not None, found or f"none of {', '.join(self.binaries)} on PATH")
+        """Whether the engine is usable here (its client answers with a version), and a line for `doctor`."""
+        binary = self.binary()
+        if binary is None:
+            return False, self.missing_message()
+        if not self.version_args:
+            return True, binary
+        try:
+            out = subprocess.run([binary, *self.version_args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"{binary}: {exc}"
+        if out.returncode != 0:
+            detail = (out.stderr or out.stdout).strip()[:300]
+            return False, f"{binary} {' '.join(self.version_args)} fails: {detail}{self.failure_hint}"
+        return True, f"{binary} {out.stdout.strip()}"
 
     def preflight(self, spec: JobSpec) -> None:
         """Check the image before submission; raise ConfigError naming task and image."""

@@ -23,6 +23,8 @@ class DockerRuntime(Runtime):
 
     name = "docker"
     binaries: ClassVar[tuple[str, ...]] = ("docker",)
+    version_args: ClassVar[tuple[str, ...]] = ("version", "--format", "{{.Server.Version}}")
+    failure_hint: ClassVar[str] = " (the client answers but not the engine: start dockerd)"
 
     def binary(self) -> str | None:
         configured = self.settings.get("docker_binary")
@@ -36,19 +38,8 @@ class DockerRuntime(Runtime):
     def client(self) -> str:
         return self.binary() or self.binaries[0]
 
-    def available(self) -> tuple[bool, str]:
-        binary = self.binary()
-        if binary is None:
-            return False, f"{self.name} not on PATH: install it (Debian: apt-get install {self.binaries[0]})"
-        try:
-            out = subprocess.run(
-                [binary, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=20
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return False, f"{binary}: {exc}"
-        if out.returncode != 0:
-            return False, f"{binary} answers but its engine does not: {out.stderr.strip()[:200]} (start dockerd?)"
-        return True, f"{binary}, engine {out.stdout.strip()}"
+    def missing_message(self) -> str:
+        return f"{self.name} not on PATH: install it (Debian: apt-get install {self.binaries[0]})"
 
     def preflight(self, spec: JobSpec) -> None:
         image = spec.image or ""
@@ -134,17 +125,8 @@ class PodmanRuntime(DockerRuntime):
 
     name = "podman"
     binaries = ("podman",)
-
-    def available(self) -> tuple[bool, str]:
-        binary = self.binary()
-        if binary is None:
-            return False, "podman not on PATH: install it (Debian: apt-get install podman)"
-        out = subprocess.run(
-            [binary, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=30
-        )
-        if out.returncode != 0:
-            return False, f"{binary} fails: {out.stderr.strip()[:300]}"
-        return True, f"{binary} {out.stdout.strip()}"
+    version_args = ("version", "--format", "{{.Client.Version}}")
+    failure_hint = ""
 
     def _image_exists(self, image: str) -> bool:
         out = subprocess.run([self.client(), "image", "exists", image], capture_output=True, text=True, timeout=60)

@@ -79,6 +79,8 @@ class Scheduler:
     DOCS_URL: ClassVar[str] = ""
     STATE_MAP: ClassVar[Mapping[str, JobState]] = {}
     default_poll_interval: ClassVar[float] = 30.0
+    #: output fragments that mean "ask again later" (controller down, timeouts)
+    TRANSIENT_MARKERS: ClassVar[tuple[str, ...]] = ()
     #: whether the job script carries directives (``#SBATCH``…) or a submit file is rendered
     submit_file_name: ClassVar[str | None] = None
 
@@ -179,8 +181,22 @@ class Scheduler:
 
     def kill(self, job_ids: Sequence[str]) -> None:
         """Cancel ``job_ids`` with one call; already-finished jobs are not an error."""
-        if job_ids:
-            self._run(self.kill_argv(job_ids))
+        if not job_ids:
+            return
+        result = self._run(self.kill_argv(job_ids))
+        if result.exit_code != 0 and not self.harmless_kill_error(result):
+            raise SchedulerError(
+                f"{result.argv[0]} failed",
+                argv=result.argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr,
+                transient=any(marker in result.stderr for marker in self.TRANSIENT_MARKERS),
+            )
+
+    def harmless_kill_error(self, result: CommandResult) -> bool:
+        """Whether a failed kill only says the jobs had ended already (such messages differ per scheduler)."""
+        return False
 
     def available(self) -> tuple[bool, str]:
         """Whether this host can submit (for doctor and auto-detection)."""

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from containerbatch.errors import ConfigError, SchedulerError
+from containerbatch.errors import ConfigError
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -105,6 +105,7 @@ class HTCondorScheduler(Scheduler):
     commands = ("condor_submit", "condor_q", "condor_history", "condor_rm")
     submit_file_name = "job.sub"
     DOCS_URL = "https://htcondor.readthedocs.io/en/latest/classad-attributes/job-classad-attributes.html#JobStatus"
+    TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = {  # JobStatus codes, see DOCS_URL
         "1": JobState.PENDING,  # Idle
         "2": JobState.RUNNING,  # Running
@@ -253,17 +254,5 @@ class HTCondorScheduler(Scheduler):
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["condor_release", *job_ids]
 
-    def kill(self, job_ids: Sequence[str]) -> None:
-        if not job_ids:
-            return
-        result = self._run(self.kill_argv(job_ids))
-        errors = [line for line in result.stderr.splitlines() if line.strip() and not _NOT_FOUND.search(line)]
-        if result.exit_code != 0 and errors:
-            raise SchedulerError(
-                "condor_rm failed",
-                argv=result.argv,
-                exit_code=result.exit_code,
-                stdout=result.stdout,
-                stderr=result.stderr,
-                transient=any(t in result.stderr for t in _TRANSIENT),
-            )
+    def harmless_kill_error(self, result: CommandResult) -> bool:
+        return all(_NOT_FOUND.search(line) for line in result.stderr.splitlines() if line.strip())

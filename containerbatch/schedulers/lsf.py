@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from containerbatch.errors import SchedulerError, StatusQueryError
+from containerbatch.errors import StatusQueryError
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -66,6 +66,7 @@ class LSFScheduler(Scheduler):
     commands = ("bsub", "bjobs", "bkill", "bhist")
     # https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states
     DOCS_URL = "https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states"
+    TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = {
         "PEND": JobState.PENDING,  # waiting in a queue to be scheduled
         "PROV": JobState.PENDING,  # dispatched to a host that is still being provisioned
@@ -231,16 +232,5 @@ class LSFScheduler(Scheduler):
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["bresume", *job_ids]  # PSUSP/USUSP: LSF's holds
 
-    def kill(self, job_ids: Sequence[str]) -> None:
-        if not job_ids:
-            return
-        result = self._run(self.kill_argv(job_ids))
-        if result.exit_code != 0 and not _quiet(result.stderr):
-            raise SchedulerError(
-                "bkill failed",
-                argv=result.argv,
-                exit_code=result.exit_code,
-                stdout=result.stdout,
-                stderr=result.stderr,
-                transient=any(t in result.stderr for t in _TRANSIENT),
-            )
+    def harmless_kill_error(self, result: CommandResult) -> bool:
+        return _quiet(result.stderr)  # "Job has already finished", "No matching job found"

@@ -115,6 +115,7 @@ class SlurmScheduler(Scheduler):
     name = "slurm"
     commands = ("sbatch", "squeue", "scancel")
     DOCS_URL = "https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES"
+    TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = STATE_MAP
     default_poll_interval = 30.0
 
@@ -246,18 +247,6 @@ class SlurmScheduler(Scheduler):
 
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["scontrol", "release", ",".join(job_ids)]
-
-    def kill(self, job_ids: Sequence[str]) -> None:
-        if job_ids:
-            result = self._run(self.kill_argv(job_ids))  # unknown or finished ids: silent, exit 0
-            if result.exit_code != 0:
-                raise SchedulerError(
-                    "scancel failed",
-                    argv=result.argv,
-                    exit_code=result.exit_code,
-                    stderr=result.stderr,
-                    transient=any(t in result.stderr for t in _TRANSIENT),
-                )
 
 
 _RANK = {
