@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: states an attempt ends in; nothing moves it back to a live state
+ENDED_STATES = ("done", "failed", "cancelled", "new_deps")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT NOT NULL,
@@ -156,12 +159,16 @@ class Journal:
         started: float | None = None,
         ended: float | None = None,
     ) -> None:
+        # An attempt that has ended is never reopened by a late live-state write
+        # (a poller update racing a Ctrl-C cancel, say).
+        guard = "" if state in ENDED_STATES else f" AND state NOT IN ({', '.join('?' * len(ENDED_STATES))})"
         with self._tx() as db:
             db.execute(
                 "UPDATE attempts SET state = ?, reason = COALESCE(?, reason), exit_code = COALESCE(?, exit_code),"
                 " started = COALESCE(?, started), ended = COALESCE(?, ended), updated = ?"
-                " WHERE task_id = ? AND attempt = ?",
-                (state, reason, exit_code, started, ended, time.time(), task_id, attempt),
+                " WHERE task_id = ? AND attempt = ?" + guard,
+                (state, reason, exit_code, started, ended, time.time(), task_id, attempt)
+                + (() if state in ENDED_STATES else ENDED_STATES),
             )
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[AttemptRow]:

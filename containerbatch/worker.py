@@ -265,7 +265,7 @@ class JobProcess:
     def _note_state(self, state: JobState) -> None:
         """Keep the journal's view (for `containerbatch status`) in step: one write per change."""
         name = {JobState.PENDING: "queued"}.get(state, state.value)
-        if name != self._journal_state and self._journal_state:
+        if name != self._journal_state and self._journal_state and not self.cancelled:
             self._journal_state = name
             started = time.time() if state == JobState.RUNNING else None
             self.journal.update(self.spec.task_id, self.spec.attempt, state=name, started=started)
