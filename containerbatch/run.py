@@ -149,6 +149,7 @@ class Run:
                     setting="batch_system",
                     task=spec.task_id,
                 )
+            scheduler.check(spec)
             runtime = self.runtime(spec.runtime, dict(spec.settings))
             if scheduler.runs_container(spec):
                 continue  # the engine is the batch system's business, on its nodes
@@ -180,6 +181,12 @@ class Run:
         row = journal.latest(spec.task_id)
         if row is None or row.state not in ACTIVE_STATES or not os.path.exists(row.marker_path):
             return
+        if spec.staged and not (Path(row.job_dir) / "result.json").exists():
+            from dataclasses import replace
+
+            from containerbatch.staging import unpack_outputs
+
+            unpack_outputs(replace(spec, job_dir=row.job_dir))
         try:
             result = json.loads((Path(row.job_dir) / "result.json").read_text())
         except (OSError, ValueError):

@@ -77,6 +77,16 @@ def _as_bool(value: Any) -> bool:
     raise TypeError(f"expected true or false, got {value!r}")
 
 
+def _transfer(value: Any) -> bool | list[str]:
+    """``transfer_files``: true/false, or (as in b2luigi) a list of extra paths to send."""
+    if isinstance(value, (list, tuple)) or (isinstance(value, str) and value.lstrip().startswith("[")):
+        return _as_str_list(value)
+    try:
+        return _as_bool(value)
+    except TypeError:
+        raise TypeError(f"expected true, false or a list of paths, got {value!r}") from None
+
+
 def _as_str_list(value: Any) -> list[str]:
     if isinstance(value, str):
         value = json.loads(value) if value.lstrip().startswith("[") else [value]
@@ -376,10 +386,12 @@ DEFINITIONS: dict[str, Setting] = {
         ),
         _s(
             "transfer_files",
-            _as_bool,
+            _transfer,
             False,
-            "bool",
-            "HTCondor: transfer the job directory instead of a shared filesystem.",
+            "bool | list",
+            "HTCondor without a shared filesystem: true sends the job's inputs (job directory, workflow sources, "
+            "bundle, the task's input files) to the node and brings its outputs back; a list (as in b2luigi) also "
+            "sends those paths. Needs a container runtime in wrap mode.",
             "scheduler",
         ),
         _s(
@@ -448,7 +460,6 @@ B2LUIGI_ONLY = frozenset(
         "use_parameter_name_in_output",
         "filename",
         "scratch_dir",
-        "transfer_files",
     }
 )
 

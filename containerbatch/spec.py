@@ -165,6 +165,13 @@ class Resources:
             raise ConfigError(str(exc), setting="resources", task=task) from None
 
 
+#: stands for the job's scratch folder on the node (``$_CONDOR_SCRATCH_DIR``) in argv that
+#: job.sh runs; jobscript quotes it as a shell variable
+SCRATCH = "@CB_SCRATCH@"
+#: the folder under the scratch folder that mirrors the submit-side paths of a staged job
+STAGE_ROOT = SCRATCH + "/cb_root"
+
+
 @dataclass(frozen=True)
 class Bind:
     """A bind mount: host ``src`` at ``dst`` inside the container."""
@@ -220,6 +227,16 @@ class JobSpec:
     resources: Resources = Resources()
     bundle_dir: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def staged(self) -> bool:
+        """Whether the node has no shared filesystem: inputs travel in, outputs come back (HTCondor
+        ``transfer_files``); the container then sees scratch folders at the submit-side paths."""
+        return self.batch_system == "htcondor" and bool(self.settings.get("transfer_files"))
+
+    def node_path(self, path: str) -> str:
+        """Where a submit-side ``path`` lies on the node: itself, or under the job's scratch folder."""
+        return f"{STAGE_ROOT}{path}" if self.staged else path
 
     @property
     def script_path(self) -> str:

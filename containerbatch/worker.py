@@ -31,6 +31,7 @@ import luigi.worker
 from luigi.scheduler import DONE, FAILED, PENDING
 from luigi.task import flatten
 
+from containerbatch import staging
 from containerbatch.errors import ContainerBatchError, SchedulerError
 from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, Reason, classify, policy_from_settings
@@ -41,6 +42,9 @@ from containerbatch.states import JobState
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
 
 log = logging.getLogger(__name__)
+
+#: seconds a staged job's output archive may trail its done-marker
+STAGE_OUT_WAIT = 30.0
 
 
 def log_tail(path: str, lines: int = 20) -> str:
@@ -162,6 +166,8 @@ class JobProcess:
         os.chmod(spec.script_path, 0o755)
         if submit_file is not None and self.scheduler.submit_file_name:
             (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
+        if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
+            staging.pack_inputs(spec, self.task)
         self.job_id = self.scheduler.submit(spec)
         self.submitted_at = time.time()
         self.journal.record_submit(
@@ -286,6 +292,8 @@ class JobProcess:
 
     def _finish(self, tracked: TrackedJob) -> None:
         spec = self.spec
+        if spec.staged:  # the job's outputs came back in one archive (the marker may land just before it)
+            staging.unpack_outputs(spec, wait=STAGE_OUT_WAIT if tracked.ended_code is not None else 0.0)
         result = self._read_json("result.json")
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)

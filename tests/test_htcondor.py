@@ -374,10 +374,16 @@ def test_container_modes(tmp_path, mode, runtime, image, keys):
 
 
 def test_transfer_files(tmp_path):
-    sub = parse_sub(HTCondorScheduler({}).submit_file(make_spec(tmp_path, transfer_files=True)))
+    spec = make_spec(tmp_path, runtime="docker", image="cb-demo:latest", transfer_files=True)
+    sub = parse_sub(HTCondorScheduler({}).submit_file(spec))
     assert sub["should_transfer_files"] == "YES" and sub["when_to_transfer_output"] == "ON_EXIT"
-    assert sub.expand("transfer_input_files") == str(tmp_path / "logs" / "Fit" / "Fit_a" / "attempt-1")
+    assert sub.expand("transfer_input_files") == str(
+        tmp_path / "logs" / "Fit" / "Fit_a" / "attempt-1" / "stage-in.tar.gz"
+    )
+    assert sub.expand("transfer_output_files") == "stage-out.tar.gz,cb_done"
     assert parse_sub(HTCondorScheduler({}).submit_file(make_spec(tmp_path)))["should_transfer_files"] == "NO"
+    with pytest.raises(ConfigError, match="transfer_files needs a container runtime"):
+        HTCondorScheduler({}).submit_file(make_spec(tmp_path, transfer_files=True))  # runtime host
 
 
 @pytest.mark.parametrize(

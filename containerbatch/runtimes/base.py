@@ -81,7 +81,9 @@ class Runtime:
     @staticmethod
     def binds(spec: JobSpec) -> list[Bind]:
         """Working, result and log folders at the same paths; the workflow's folder and the bundle read-only;
-        then the user's binds. Folders inside an already bound one are not bound again."""
+        then the user's binds. Folders inside an already bound one are not bound again.
+
+        A staged job (no shared filesystem) binds the same paths from under its scratch folder."""
         wanted = [Bind(p, p) for p in (spec.working_dir, spec.result_dir, spec.log_dir, spec.job_dir)]
         wanted.append(Bind(os.path.dirname(spec.module_file), os.path.dirname(spec.module_file), read_only=True))
         if spec.bundle_dir:
@@ -91,6 +93,8 @@ class Runtime:
             inside = any(bind.src == o.src or bind.src.startswith(o.src.rstrip("/") + "/") for o in result)
             if not inside:
                 result.append(bind)
+        if spec.staged:
+            result = [Bind(spec.node_path(b.src), b.dst, b.read_only) for b in result]
         return result + list(spec.binds)
 
     @staticmethod

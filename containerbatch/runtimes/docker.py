@@ -114,7 +114,7 @@ class DockerRuntime(Runtime):
         return [
             (
                 [self.client(), "inspect", "--format", "{{.State.OOMKilled}}", spec.container_name],
-                os.path.join(spec.job_dir, "oom_killed"),
+                os.path.join(spec.node_path(spec.job_dir), "oom_killed"),
             ),
             ([self.client(), "rm", "--force", spec.container_name], None),
         ]

@@ -97,6 +97,9 @@ class Scheduler:
         """Text of a separate submit description (HTCondor), if the scheduler uses one."""
         return None
 
+    def check(self, spec: JobSpec) -> None:
+        """Raise ConfigError for settings this batch system cannot carry (called before anything is submitted)."""
+
     def runs_container(self, spec: JobSpec) -> bool:
         """Whether the batch system itself starts the container (then job.sh runs the plain runner)."""
         return False

@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 
 from containerbatch.errors import ConfigError
+from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -57,6 +58,8 @@ _OWN_KEYS = {
     "should_transfer_files",
     "transfer_input_files",
     "when_to_transfer_output",
+    "transfer_output_files",
+    "transfer_output_remaps",
 }
 
 
@@ -130,6 +133,35 @@ class HTCondorScheduler(Scheduler):
             return f"docker://{image}"
         return image
 
+    def check(self, spec: JobSpec) -> None:
+        if spec.staged:
+            self.check_staged(spec)
+
+    def check_staged(self, spec: JobSpec) -> None:
+        """``transfer_files`` needs job.sh to start the container (it binds the scratch folder at the
+        submit-side paths) and paths HTCondor's transfer lists can carry; raise ConfigError otherwise."""
+        if spec.runtime == "host" or self.runs_container(spec):
+            how = "runtime host" if spec.runtime == "host" else f"htcondor_container_mode {self.container_mode(spec)!r}"
+            raise ConfigError(
+                f"transfer_files needs a container runtime (docker, podman, apptainer) in htcondor_container_mode "
+                f"'wrap', not {how}: job.sh binds the node's scratch folder at the submit-side paths. Use a shared "
+                "filesystem (transfer_files false) or choose such a runtime",
+                setting="transfer_files",
+                task=spec.task_id,
+            )
+        from containerbatch.staging import extra_paths
+
+        extra_paths(spec)  # the listed paths exist
+        for what, path in (("job directory", spec.job_dir), ("marker path", spec.marker_path)):
+            bad = sorted(set(path) & set(',;="\\'))
+            if bad or path != path.strip():
+                raise ConfigError(
+                    f"the {what} {path} cannot be written in HTCondor's transfer lists (characters {bad} or "
+                    "surrounding blanks); choose a working_dir/log_dir without them",
+                    setting="transfer_files",
+                    task=spec.task_id,
+                )
+
     def submit_file(self, spec: JobSpec) -> str:
         res, job_dir = spec.resources, spec.job_dir
         lines = [f"# containerbatch: {spec.task_id.replace(chr(10), ' ')} (attempt {spec.attempt}, run {spec.run_id})"]
@@ -168,11 +200,16 @@ class HTCondorScheduler(Scheduler):
             entries.append(("allowed_job_duration", str(res.walltime_s)))  # held (code 46) when exceeded
         if res.account:
             entries.append(("accounting_group", _value(res.account, "account")))
-        if spec.settings.get("transfer_files"):
+        if spec.staged:
+            self.check_staged(spec)
+            # one archive in (job directory, workflow sources, bundle, the task's inputs), one out
+            # (what the job wrote), then the done-marker, remapped into the run's marker folder
             entries += [
                 ("should_transfer_files", "YES"),
-                ("transfer_input_files", _value(job_dir, "job directory")),
+                ("transfer_input_files", _value(f"{job_dir}/{STAGE_IN}", "job directory")),
                 ("when_to_transfer_output", "ON_EXIT"),
+                ("transfer_output_files", f"{STAGE_OUT},{DONE_NAME}"),
+                ("transfer_output_remaps", _value(f'"{DONE_NAME} = {spec.marker_path}"', "marker path")),
             ]
         else:
             entries.append(("should_transfer_files", "NO"))  # shared filesystem

@@ -54,9 +54,14 @@ or entries written to ``$CB_FAKE_STATE/faults.json``; all deterministic:
 * ``clear``, ``list``; ``fakesched cleanup`` kills every job the fakes started.
 
 Job faults in faults.json apply as soon as the job exists (hold) or runs (nodefail, memlimit).
+File transfer (``should_transfer_files = YES``): the job runs in a fresh scratch folder under
+``$CB_FAKE_STATE/execute`` (``_CONDOR_SCRATCH_DIR``) holding the executable and ``transfer_input_files``
+(a folder with a trailing ``/`` gives its contents); at exit ``transfer_output_files`` (or, unset, the
+top-level files the job created) go back to initialdir or where ``transfer_output_remaps`` says, before
+the job counts as completed; a missing output holds the job (code 12), a missing input at submit
+(code 13); the scratch folder is removed.  Otherwise jobs run in initialdir (shared filesystem).
 Not faked: LSF job arrays, bsub #BSUB parsing of a script given as an argument (only ``bsub <
-script`` reads #BSUB lines), ``queue ... from/in/matching`` in submit files, file transfer
-(jobs run in initialdir; missing transfer_input_files hold the job with code 13).
+script`` reads #BSUB lines), ``queue ... from/in/matching`` in submit files.
 Container jobs (container_image/docker_image) run as ``apptainer exec IMAGE exe args`` when an
 ``apptainer`` is on PATH, else directly.
 """
@@ -395,10 +400,97 @@ def supervise(sched, jid):
                 return
 
 
+def parse_remaps(text):
+    """transfer_output_remaps = "name = dest ; name2 = dest2" (\\; and \\= escape) -> dict."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    remaps = {}
+    for part in re.split(r"(?<!\\);", text):
+        pieces = re.split(r"(?<!\\)=", part, maxsplit=1)
+        if len(pieces) == 2 and pieces[0].strip():
+            name, dest = (re.sub(r"\\([;=\\])", r"\1", x.strip()) for x in pieces)
+            remaps[name] = dest
+    return remaps
+
+
+def _copy_in(src, scratch):
+    """What the starter does with one transfer_input_files entry."""
+    if src.endswith("/"):  # a folder's contents
+        for child in os.listdir(src):
+            _copy_in(os.path.join(src, child), scratch)
+        return
+    dest = os.path.join(scratch, os.path.basename(src.rstrip("/")))
+    if os.path.isdir(src):
+        shutil.copytree(src, dest, symlinks=False, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dest)
+
+
+def _stage_in(job):
+    """File transfer: a fresh scratch folder with the executable and the input files; the job runs there."""
+    t = job["transfer"]
+    scratch = os.path.join(state_dir(), "execute", "dir_%s_%d" % (job["id"], job.get("NumJobStarts", 0) + 1))
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch)
+    argv = list(job["argv"])
+    if t.get("exe"):
+        _copy_in(t["exe"], scratch)
+        exe = os.path.join(scratch, os.path.basename(t["exe"]))
+        argv = [exe if a == t["exe"] else a for a in argv]
+    for src in t["inputs"]:
+        _copy_in(src, scratch)
+    job["scratch"] = scratch
+    job["scratch_started"] = time.time()
+    env = dict(job["env"], _CONDOR_SCRATCH_DIR=scratch)
+    return scratch, argv, env
+
+
+def _stage_out(job):
+    """Bring the outputs back into Iwd (or where transfer_output_remaps says); None, or a hold reason."""
+    t, scratch = job["transfer"], job.get("scratch")
+    if not scratch or not os.path.isdir(scratch):
+        return None
+    names = t["outputs"]
+    if names is None:  # every file of the scratch folder's top level the job created or changed
+        skip = {os.path.basename(p.rstrip("/")) for p in t["inputs"] if not p.endswith("/")}
+        names = [
+            n
+            for n in sorted(os.listdir(scratch))
+            if os.path.isfile(os.path.join(scratch, n))
+            and n not in skip
+            and os.path.getmtime(os.path.join(scratch, n)) >= job["scratch_started"] - 1
+            and (not t.get("exe") or n != os.path.basename(t["exe"]))
+        ]
+    for name in names:
+        src = os.path.join(scratch, name.rstrip("/"))
+        if not os.path.exists(src):
+            return (
+                "Error from slot1_1@%s: STARTER at 127.0.0.1 failed to send file(s) to <127.0.0.1:9618>: "
+                "error reading from %s: (errno 2) No such file or directory; SHADOW failed to receive file(s) "
+                "from <127.0.0.1:9618>" % (HOST, src)
+            )
+        dest = t["remaps"].get(name) or os.path.basename(name.rstrip("/"))
+        dest = dest if os.path.isabs(dest) else os.path.join(job["Iwd"], dest)
+        if os.path.isdir(src):
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dest)
+    return None
+
+
+def _drop_scratch(job):
+    if job.get("scratch"):
+        shutil.rmtree(job.pop("scratch"), ignore_errors=True)
+
+
 def _launch(sched, job):
     cwd = job["cwd"]
     if not os.path.isdir(cwd):
         raise OSError(2, "No such file or directory", cwd)
+    argv, env = job["argv"], job["env"]
+    if job.get("transfer"):
+        cwd, argv, env = _stage_in(job)
     out = _open_out(job.get("stdout"), job.get("stdout_append", False))
     if job.get("stderr"):
         err = _open_out(job["stderr"], job.get("stderr_append", False))
@@ -408,9 +500,9 @@ def _launch(sched, job):
         err = _open_out(None, False)
     try:
         p = subprocess.Popen(
-            job["argv"],
+            argv,
             cwd=cwd,
-            env=job["env"],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -500,6 +592,7 @@ def _finish_condor(job, rc):
     """Record the end of a run; True when the job is over (else: loop again)."""
     now = int(time.time())
     if job.get("requeue"):
+        _drop_scratch(job)
         job.update(
             requeue=False,
             JobStatus=1,
@@ -511,10 +604,26 @@ def _finish_condor(job, rc):
         ulog_event(job, "007", "Shadow exception!\n\tCan no longer talk to condor_starter <%s>" % HOST)
         return False
     if job.get("JobStatus") == 5:
+        _drop_scratch(job)
         return False  # held (memory limit): wait for condor_release or condor_rm
     if job.get("JobStatus") == 3:
+        _drop_scratch(job)
         job["CompletionDate"] = 0
         return True
+    if job.get("transfer"):
+        reason = _stage_out(job)
+        _drop_scratch(job)
+        if reason:  # a listed output is missing: HTCondor holds the job (code 12)
+            job.update(
+                JobStatus=5,
+                LastJobStatus=2,
+                EnteredCurrentStatus=now,
+                HoldReason=reason,
+                HoldReasonCode=12,
+                HoldReasonSubCode=2,
+            )
+            ulog_event(job, "012", "Job was held.\n\t%s\n\tCode 12 Subcode 2" % reason)
+            return False
     job.update(
         JobStatus=4,
         LastJobStatus=2,
@@ -1359,6 +1468,18 @@ def cmd_condor_submit(argv):
                     stderr_append=False,
                     memory_enforced=bool(os.environ.get("CB_FAKE_ENFORCE_MEMORY")) and bool(g("request_memory")),
                 )
+                if (g("should_transfer_files", "IF_NEEDED") or "").strip().upper() in ("YES", "TRUE"):
+                    outputs = g("transfer_output_files")
+                    job["transfer"] = {
+                        "inputs": [
+                            absi(f.strip()) + ("/" if f.strip().endswith("/") else "")
+                            for f in (g("transfer_input_files") or "").split(",")
+                            if f.strip()
+                        ],
+                        "outputs": None if outputs is None else [f.strip() for f in outputs.split(",") if f.strip()],
+                        "remaps": parse_remaps(g("transfer_output_remaps") or ""),
+                        "exe": exe_path if g("transfer_executable", "true").lower() != "false" else None,
+                    }
                 missing = [
                     f.strip()
                     for f in (g("transfer_input_files") or "").split(",")

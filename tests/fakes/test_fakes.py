@@ -633,3 +633,39 @@ def test_condor_missing_transfer_input_holds_and_environment_ad(fake):
     ad = json.loads(fake.run("condor_q", "-json", "1").stdout)[0]
     assert ad["JobStatus"] == 5 and ad["HoldReasonCode"] == 13 and "missing.dat" in ad["HoldReason"]
     assert ad["Environment"] == "A=1 B='x y'"
+
+
+def test_condor_file_transfer_runs_in_scratch_and_brings_outputs_back(fake):
+    """should_transfer_files = YES: scratch folder with inputs; listed outputs come back (remapped), then done."""
+    (fake.root / "in").mkdir()
+    (fake.root / "in" / "a.txt").write_text("A")
+    (fake.root / "b.txt").write_text("B")
+    (fake.root / "job.sh").write_text(
+        "#!/bin/bash\n"
+        'test "$PWD" = "$_CONDOR_SCRATCH_DIR" || exit 3\n'
+        "test -f in/a.txt && test -f b.txt && test ! -e t.sub || exit 4\n"
+        "cat in/a.txt b.txt > out.txt; echo done > marker; echo left > not_listed\n"
+    )
+    (fake.root / "job.sh").chmod(0o755)
+    (fake.root / "t.sub").write_text(
+        "executable = job.sh\nshould_transfer_files = YES\nwhen_to_transfer_output = ON_EXIT\n"
+        f"transfer_input_files = in,{fake.root}/b.txt\ntransfer_output_files = out.txt,marker\n"
+        f'transfer_output_remaps = "marker = {fake.root}/marks/m.1"\nqueue\n'
+    )
+    (fake.root / "marks").mkdir()
+    fake.run("condor_submit", "t.sub")
+    _, ad = wait_for(condor_status_is(fake, "1", 4))
+    assert ad["ExitCode"] == 0
+    assert (fake.root / "out.txt").read_text() == "AB"
+    assert (fake.root / "marks" / "m.1").read_text() == "done\n"
+    assert not (fake.root / "not_listed").exists() and not (fake.root / "marker").exists()
+    assert not any((fake.state / "execute").iterdir())  # the scratch folder is gone
+
+
+def test_condor_missing_output_holds_with_code_12(fake):
+    (fake.root / "t.sub").write_text(
+        "executable = /bin/true\nshould_transfer_files = YES\ntransfer_output_files = never.txt\nqueue\n"
+    )
+    fake.run("condor_submit", "t.sub")
+    _, ad = wait_for(condor_status_is(fake, "1", 5))
+    assert ad["HoldReasonCode"] == 12 and "never.txt" in ad["HoldReason"]
