@@ -20,6 +20,7 @@ would land outside the task's working, result, log and job folders.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tarfile
@@ -62,13 +63,43 @@ def extra_paths(spec: JobSpec) -> list[str]:
     return paths
 
 
-def input_paths(task: luigi.Task) -> list[str]:
-    """Local paths of the outputs of the task's requirements that exist (its inputs)."""
+def _local_paths(targets: object) -> list[str]:
     paths = []
-    for target in flatten(task.input()):
+    for target in flatten(targets):
         path = getattr(target, "path", None)
         if isinstance(target, luigi.LocalTarget) and isinstance(path, str) and os.path.exists(path):
             paths.append(os.path.abspath(path))
+    return paths
+
+
+def dynamic_requirements(spec: JobSpec) -> list[luigi.Task]:
+    """Tasks an earlier attempt of this task yielded (``new_deps`` in its result.json).
+
+    A task that yields requirements runs again once they are done; on the node it must find their
+    outputs, or it would yield them again and again.
+    """
+    from luigi.task_register import load_task
+
+    tasks = []
+    for result in sorted(Path(spec.job_dir).parent.glob("attempt-*/result.json")):
+        try:
+            deps = json.loads(result.read_text()).get("new_deps") or []
+        except (OSError, ValueError):
+            continue
+        for module, family, params in deps:
+            try:
+                tasks.append(load_task(module, family, params))
+            except Exception as exc:  # noqa: BLE001 - a dependency that cannot be rebuilt is not sent
+                log.warning("%s: cannot rebuild dynamic dependency %s(%s): %s", spec.task_id, family, params, exc)
+    return tasks
+
+
+def input_paths(task: luigi.Task, spec: JobSpec | None = None) -> list[str]:
+    """Local paths that exist of the task's inputs: its requirements' outputs, and those of the
+    requirements an earlier attempt yielded."""
+    paths = _local_paths(task.input())
+    for dep in dynamic_requirements(spec) if spec is not None else []:
+        paths += _local_paths(dep.output())
     return paths
 
 
@@ -122,7 +153,7 @@ def pack_inputs(spec: JobSpec, task: luigi.Task) -> str:
             add(tar, path)
         if spec.bundle_dir:
             add(tar, spec.bundle_dir)
-        for path in [*input_paths(task), *extra_paths(spec)]:
+        for path in [*input_paths(task, spec), *extra_paths(spec)]:
             add(tar, path)
     os.replace(tmp, target)
     return str(target)

@@ -254,8 +254,10 @@ class Use(luigi.Task):
         return luigi.LocalTarget("results/sub/use.json")
 
     def run(self):
+        extra = yield Make(n=3)  # a dynamic requirement: the second attempt must find its output
         seen = {
             "inputs": [open(t.path).read() for t in self.input()],
+            "dynamic": open(extra.path).read(),
             "calib": open("data/calib.txt").read(),
             "secret_visible": os.path.exists(os.path.join(HERE, "secret.txt")),
             "cwd": os.getcwd(),
@@ -293,18 +295,29 @@ def test_workflow_runs_without_a_shared_filesystem(runtime, tmp_path, fake_sched
     assert (work / "results" / "make_1.txt").read_text() == "10"
     assert (work / "results" / "make_2.txt").read_text() == "20"
     seen = json.loads((work / "results" / "sub" / "use.json").read_text())
-    assert seen == {"inputs": ["10", "20"], "calib": "calibration 1.5\n", "secret_visible": False, "cwd": str(work)}
+    assert seen == {
+        "inputs": ["10", "20"],
+        "dynamic": "30",
+        "calib": "calibration 1.5\n",
+        "secret_visible": False,
+        "cwd": str(work),
+    }
     assert (work / "secret.txt").read_text() == "stays on the submit host\n"
 
     # each job ran in a scratch folder of its own, removed afterwards; one archive each way
     assert not any((fake_schedulers / "execute").iterdir())
-    job_dirs = sorted((work / "logs").glob("*/*/attempt-1"))
-    assert len(job_dirs) == 3
+    job_dirs = sorted((work / "logs").glob("*/*/attempt-*"))
+    statuses = sorted(
+        (d.parent.parent.name, d.name, json.loads((d / "result.json").read_text())["status"]) for d in job_dirs
+    )
+    assert statuses == [("Make", "attempt-1", "success")] * 3 + [
+        ("Use", "attempt-1", "new_deps"),
+        ("Use", "attempt-2", "success"),
+    ]
     for job_dir in job_dirs:
         assert (job_dir / STAGE_IN).is_file() and (job_dir / STAGE_OUT).is_file()
-        assert json.loads((job_dir / "result.json").read_text())["status"] == "success"
         assert (job_dir / "exit_code").read_text().strip() == "0"
         with tarfile.open(job_dir / STAGE_IN) as tar:
             assert not any(n.endswith("secret.txt") for n in tar.getnames())
     calls = [json.loads(line) for line in (fake_schedulers / "calls.log").read_text().splitlines()]
-    assert sum(c["tool"] == "condor_submit" for c in calls) == 3
+    assert sum(c["tool"] == "condor_submit" for c in calls) == 5
