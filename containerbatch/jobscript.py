@@ -10,6 +10,11 @@ directive lines (``#SBATCH``...) come quoted by their scheduler.  The script
 3. records the exit code in the job directory and drops a done-marker into the
    run's marker folder: the submit side learns of the end from that one
    folder, without asking the scheduler.
+
+A staged job (HTCondor ``transfer_files``, no shared filesystem) first unpacks
+``stage-in.tar.gz`` under ``$_CONDOR_SCRATCH_DIR/cb_root``, and at the end packs
+what it wrote into ``stage-out.tar.gz`` before writing the marker into the
+scratch folder (HTCondor brings both back; see :mod:`containerbatch.staging`).
 """
 
 from __future__ import annotations
