@@ -321,3 +321,19 @@ def test_workflow_runs_without_a_shared_filesystem(runtime, tmp_path, fake_sched
             assert not any(n.endswith("secret.txt") for n in tar.getnames())
     calls = [json.loads(line) for line in (fake_schedulers / "calls.log").read_text().splitlines()]
     assert sum(c["tool"] == "condor_submit" for c in calls) == 5
+
+
+def test_show_prints_the_staged_job_without_submitting(tmp_path, fake_schedulers):
+    (tmp_path / "wf.py").write_text(WORKFLOW)
+    args = ["show", "wf.py", "Make", "--n", "1", "--batch-system", "htcondor", "--image", DEMO_IMAGE]
+    env = {"CONTAINERBATCH_TRANSFER_FILES": "true"}
+    text = run_cli(args, cwd=tmp_path, env=env)
+    assert text.returncode == 0, text.stderr[-3000:]
+    assert "transfer_output_remaps = " in text.stdout and "stage-in.tar.gz" in text.stdout
+    assert f'-v "$cb_scratch"/cb_root{tmp_path}:{tmp_path}' in text.stdout and "@CB_SCRATCH@" not in text.stdout
+    doc = json.loads(run_cli([*args, "--json"], cwd=tmp_path, env=env).stdout)
+    assert f"$_CONDOR_SCRATCH_DIR/cb_root{tmp_path}:{tmp_path}" in doc["container_command"]
+    assert (
+        not (fake_schedulers / "calls.log").exists()
+        or "condor_submit" not in (fake_schedulers / "calls.log").read_text()
+    )

@@ -9,8 +9,9 @@ from typing import Any
 
 import typer
 
-from containerbatch import settings
+from containerbatch import jobscript, settings
 from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, build_task, err, out
+from containerbatch.spec import SCRATCH
 
 TASK_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -103,6 +104,9 @@ def register(app: typer.Typer) -> None:
             if wanted(values["bundle"], spec.runtime, values["image_has_luigi"]):
                 spec = replace(spec, bundle_dir=bundle_dir(spec.state_dir))  # the path it will have; nothing built
             script, command, submit_file = run.render(spec)
+            shown_command = jobscript.join(command)  # a staged job's scratch folder as "$cb_scratch"
+            # JSON: the placeholder for the node's scratch folder as the variable HTCondor sets
+            command = [arg.replace(SCRATCH, "$_CONDOR_SCRATCH_DIR") for arg in command]
             scheduler = run.scheduler(dict(spec.settings))
             submit_argv = scheduler.submit_argv(spec)
         finally:
@@ -128,7 +132,10 @@ def register(app: typer.Typer) -> None:
         ]
         if submit_file is not None:
             text += [f"# submit file ({scheduler.submit_file_name}):", submit_file]
-        text += [f"# job script ({spec.script_path}):", script, "# container command:", shlex.join(command)]
+        text += [f"# job script ({spec.script_path}):", script, "# container command:"]
+        if spec.staged:
+            text.append("# (no shared filesystem: $cb_scratch is the job's scratch folder, $_CONDOR_SCRATCH_DIR)")
+        text.append(shown_command)
         out.rule(f"{spec.task_id}: {spec.batch_system} / {spec.runtime} / {spec.image}")
         for block in text:
             out.print(block, markup=False, highlight=False, soft_wrap=True)
