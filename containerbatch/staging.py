@@ -167,6 +167,11 @@ def _inside(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
+def returned(spec: JobSpec) -> bool:
+    """Whether the job's output archive is back in its job directory."""
+    return (Path(spec.job_dir) / STAGE_OUT).exists()
+
+
 def unpack_outputs(spec: JobSpec, wait: float = 0.0) -> list[str]:
     """Extract ``<job_dir>/stage-out.tar.gz`` at the submit-side paths; returns the files written.
 

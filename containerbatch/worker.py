@@ -82,6 +82,7 @@ class JobProcess:
         self._journal_state = ""
         self.cancelled = False
         self._held_since: float | None = None
+        self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
         self.submitted_at: float | None = None
 
@@ -233,6 +234,11 @@ class JobProcess:
                 return self._held(tracked)
             self._held_since = None
             return True
+        if self.spec.staged and tracked.ended_code is not None and not staging.returned(self.spec):
+            # the done-marker landed before the output archive: give HTCondor a moment, without blocking
+            self._stage_wait_since = self._stage_wait_since or time.time()
+            if time.time() - self._stage_wait_since < STAGE_OUT_WAIT:
+                return True
         self._finish(tracked)
         return not self.reported
 
@@ -292,8 +298,8 @@ class JobProcess:
 
     def _finish(self, tracked: TrackedJob) -> None:
         spec = self.spec
-        if spec.staged:  # the job's outputs came back in one archive (the marker may land just before it)
-            staging.unpack_outputs(spec, wait=STAGE_OUT_WAIT if tracked.ended_code is not None else 0.0)
+        if spec.staged:  # the job's outputs came back in one archive
+            staging.unpack_outputs(spec)
         result = self._read_json("result.json")
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)

@@ -58,8 +58,9 @@ File transfer (``should_transfer_files = YES``): the job runs in a fresh scratch
 ``$CB_FAKE_STATE/execute`` (``_CONDOR_SCRATCH_DIR``) holding the executable and ``transfer_input_files``
 (a folder with a trailing ``/`` gives its contents); at exit ``transfer_output_files`` (or, unset, the
 top-level files the job created) go back to initialdir or where ``transfer_output_remaps`` says, before
-the job counts as completed; a missing output holds the job (code 12), a missing input at submit
-(code 13); the scratch folder is removed.  Otherwise jobs run in initialdir (shared filesystem).
+the job counts as completed (``CB_FAKE_TRANSFER_REVERSED=1``: in reverse order, 2 s apart); a missing
+output holds the job (code 12), a missing input at submit (code 13); the scratch folder is removed.
+Otherwise jobs run in initialdir (shared filesystem).
 Not faked: LSF job arrays, bsub #BSUB parsing of a script given as an argument (only ``bsub <
 script`` reads #BSUB lines), ``queue ... from/in/matching`` in submit files.
 Container jobs (container_image/docker_image) run as ``apptainer exec IMAGE exe args`` when an
@@ -462,7 +463,11 @@ def _stage_out(job):
             and os.path.getmtime(os.path.join(scratch, n)) >= job["scratch_started"] - 1
             and (not t.get("exe") or n != os.path.basename(t["exe"]))
         ]
-    for name in names:
+    if os.environ.get("CB_FAKE_TRANSFER_REVERSED"):  # the last listed output lands first, 2 s ahead
+        names = list(reversed(names))
+    for i, name in enumerate(names):
+        if i and os.environ.get("CB_FAKE_TRANSFER_REVERSED"):
+            time.sleep(2)
         src = os.path.join(scratch, name.rstrip("/"))
         if not os.path.exists(src):
             return (
