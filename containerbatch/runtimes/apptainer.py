@@ -38,6 +38,7 @@ class ApptainerRuntime(Runtime):
     name = "apptainer"
     binaries: ClassVar[tuple[str, ...]] = ("apptainer", "singularity")
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
+    binary_setting: ClassVar[str] = "apptainer_binary"
 
     def binary(self) -> str | None:
         return self._configured(self.settings) or super().binary()
@@ -53,7 +54,7 @@ class ApptainerRuntime(Runtime):
 
     def env_prefix(self, spec: JobSpec) -> str:
         """``SINGULARITYENV_`` for a binary named singularity (all SingularityCE reads), else ``APPTAINERENV_``."""
-        return "SINGULARITYENV_" if Path(self.client(spec)).name.startswith("singularity") else "APPTAINERENV_"
+        return "SINGULARITYENV_" if Path(self.node_client(spec)).name.startswith("singularity") else "APPTAINERENV_"
 
     def missing_message(self) -> str:
         return (
@@ -150,7 +151,7 @@ class ApptainerRuntime(Runtime):
     # -- the command --------------------------------------------------------------
     def command(self, spec: JobSpec) -> list[str]:
         settings = spec.settings
-        argv = [self.client(spec), "exec"]
+        argv = [self.node_client(spec), "exec"]
         if settings.get("apptainer_cleanenv", True):
             argv.append("--cleanenv")
         if settings.get("apptainer_containall"):

@@ -175,7 +175,8 @@ class HTCondorScheduler(Scheduler):
             entries.append(("+SingularityImage", classad_string(_value(spec.image or "", "image"))))
         entries += [
             ("initialdir", _value(job_dir, "job directory")),
-            ("executable", "job.sh"),
+            # condor_submit resolves a relative executable against its own working directory, not initialdir
+            ("executable", _value(spec.script_path, "job script path")),
             ("output", _value(spec.stdout_path, "stdout path")),
             ("error", _value(spec.stderr_path, "stderr path")),
             ("log", _value(f"{job_dir}/condor.log", "log path")),
