@@ -19,6 +19,7 @@ scratch folder (HTCondor brings both back; see :mod:`containerbatch.staging`).
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -50,8 +51,13 @@ def render(
     stop_command: Sequence[str] | None = None,
     exports: Mapping[str, str] | None = None,
     epilogue: Sequence[tuple[Sequence[str], str | None]] = (),
+    inside_image: bool = False,
 ) -> str:
-    """Return the text of job.sh for ``spec`` running ``command``."""
+    """Return the text of job.sh for ``spec`` running ``command``.
+
+    ``inside_image``: the batch system starts the container and job.sh runs in it; the script then refuses
+    (exit 125) to run the task when it finds itself outside any container, or without the shared folders.
+    """
     lines = ["#!/bin/bash"]
     lines += list(directives)
     lines += [
@@ -101,6 +107,8 @@ def render(
             'cd -- "$cb_scratch" || cb_finish 2',
         ]
     else:
+        if inside_image:
+            lines += _inside_image_checks(spec)
         lines += [
             f"cd -- {q(spec.working_dir)} ||",
             "    { echo 'containerbatch: cannot enter the working directory' >&2; cb_finish 2; }",
@@ -124,3 +132,27 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+def _inside_image_checks(spec: JobSpec) -> list[str]:
+    """Lines that stop a job HTCondor started outside its image, or in one without the shared folders."""
+    image = q(str(spec.image or ""))
+    outside = (
+        f"containerbatch: the batch system started this job outside any container, not in image {image}: the "
+        "execute node ignores the image (HTCondor runs +SingularityImage only where SINGULARITY_JOB is set); "
+        "refusing to run the task on the bare node"
+    )
+    unbound = (
+        "containerbatch: $cb_path is not visible inside the container: the pool must bind the shared filesystem "
+        "into the containers it starts (HTCondor: SINGULARITY_BIND_EXPR on the execute nodes)"
+    )
+    needed = [spec.module_file, os.path.dirname(spec.marker_path)] + ([spec.bundle_dir] if spec.bundle_dir else [])
+    return [
+        'if [ -z "${APPTAINER_CONTAINER:-}${SINGULARITY_CONTAINER:-}" ] && [ ! -e /.dockerenv ] &&',
+        "    [ ! -e /run/.containerenv ]; then",
+        f"    echo {q(outside)} >&2; cb_finish 125",
+        "fi",
+        f"for cb_path in {' '.join(q(p) for p in needed)}; do",
+        f'    [ -e "$cb_path" ] || {{ echo "{unbound}" >&2; cb_finish 125; }}',
+        "done",
+    ]

@@ -128,6 +128,7 @@ class Run:
             stop_command=runtime.stop_command(spec),
             exports=runtime.exports(spec),
             epilogue=runtime.epilogue(spec),
+            inside_image=scheduler.runs_container(spec),
         )
         return script, command, scheduler.submit_file(spec)
 

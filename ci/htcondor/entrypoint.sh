@@ -29,6 +29,9 @@ for dir in "${shared[@]}"; do
         mount --bind -o "X-mount.idmap=$map" "/cb-host$dir" "$dir"
     fi
 done
+# containers HTCondor starts (universe = container, +SingularityImage) see only the job's scratch folder and
+# initialdir unless the pool binds the shared filesystem into them
+printf 'SINGULARITY_BIND_EXPR = "%s"\n' "${shared[*]}" > /etc/condor/config.d/97-shared-binds.conf
 if [ "${CB_CONDOR_SINGULARITY_JOB:-1}" = 1 ]; then
     cp /etc/condor/cb-singularity-job.conf /etc/condor/config.d/98-singularity-job.conf
 fi
