@@ -147,9 +147,12 @@ def _inside_image_checks(spec: JobSpec) -> list[str]:
         "into the containers it starts (HTCondor: SINGULARITY_BIND_EXPR on the execute nodes)"
     )
     needed = [spec.module_file, os.path.dirname(spec.marker_path)] + ([spec.bundle_dir] if spec.bundle_dir else [])
+    # Apptainer/Singularity name the image in the container's environment; a Docker container has /.dockerenv
+    # (which the node may have too, when it is a container itself: only trusted for a Docker image)
+    docker = spec.runtime in ("docker", "podman") or str(spec.image or "").startswith("docker://")
+    test = '[ -z "${APPTAINER_CONTAINER:-}${SINGULARITY_CONTAINER:-}" ]' + (" && [ ! -e /.dockerenv ]" if docker else "")
     return [
-        'if [ -z "${APPTAINER_CONTAINER:-}${SINGULARITY_CONTAINER:-}" ] && [ ! -e /.dockerenv ] &&',
-        "    [ ! -e /run/.containerenv ]; then",
+        f"if {test}; then",
         f"    echo {q(outside)} >&2; cb_finish 125",
         "fi",
         f"for cb_path in {' '.join(q(p) for p in needed)}; do",

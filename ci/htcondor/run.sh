@@ -13,6 +13,7 @@
 #   CB_CONDOR_SHARE   more host folders (colon-separated) shared with the pool at the same paths;
 #                     /tmp and the checkout always are
 #   CB_CONDOR_NAME    container name (default cb-condor-SUITE)
+#   CB_CONDOR_BIN     where `up` writes the wrappers (default ci/htcondor/bin, for trixie ci/htcondor/bin-trixie)
 #   CB_CONDOR_USER    owner of the jobs inside (default cbuser, uid CB_CONDOR_UID=1000)
 #   CB_CONDOR_SINGULARITY_JOB=0  start the pool without SINGULARITY_JOB (+SingularityImage is then ignored)
 #   CB_CACHE_DIR      where the debootstrap root is kept between runs (default /tmp/cb-cache-condor)
@@ -30,7 +31,8 @@ CACHE=${CB_CACHE_DIR:-/tmp/cb-cache-condor}
 MIRROR=${CB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_IMAGE=cb-condor-base:$SUITE
 NODE_IMAGE=cb-condor-node:$SUITE
-BIN=$HERE/bin
+# the main (sid) pool's wrappers are in bin/; another suite's in bin-SUITE/ (both pools may run at once)
+if [ "$SUITE" = sid ]; then BIN=${CB_CONDOR_BIN:-$HERE/bin}; else BIN=${CB_CONDOR_BIN:-$HERE/bin-$SUITE}; fi
 WRAPPED=(condor_submit condor_q condor_history condor_rm condor_release condor_hold condor_status
     condor_config_val condor_reconfig apptainer)
 
