@@ -150,7 +150,9 @@ def _inside_image_checks(spec: JobSpec) -> list[str]:
     # Apptainer/Singularity name the image in the container's environment; a Docker container has /.dockerenv
     # (which the node may have too, when it is a container itself: only trusted for a Docker image)
     docker = spec.runtime in ("docker", "podman") or str(spec.image or "").startswith("docker://")
-    test = '[ -z "${APPTAINER_CONTAINER:-}${SINGULARITY_CONTAINER:-}" ]' + (" && [ ! -e /.dockerenv ]" if docker else "")
+    test = '[ -z "${APPTAINER_CONTAINER:-}${SINGULARITY_CONTAINER:-}" ]' + (
+        " && [ ! -e /.dockerenv ]" if docker else ""
+    )
     return [
         f"if {test}; then",
         f"    echo {q(outside)} >&2; cb_finish 125",

@@ -162,6 +162,7 @@ cmd_up() {
         # the starter's namespaces, /dev/fuse and no seccomp filter for apptainer's user namespaces + squashfuse
         "$DOCKER" run -d --name "$NAME" --hostname "$NAME" \
             --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+            --security-opt systempaths=unconfined \
             --device /dev/fuse "${mounts[@]}" \
             -e "CB_CONDOR_SHARED=$(echo "$shared" | tr ' ' ':')" -e "CB_CONDOR_USER=$USER_IN" \
             -e "CB_CONDOR_UID=$UID_IN" -e "CB_CONDOR_HOST_UID=$(id -u)" -e "CB_CONDOR_HOST_GID=$(id -g)" \

@@ -84,7 +84,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HOST = "fakehost"
 SCHEDD_ADDR = "<127.0.0.1:9618?addrs=127.0.0.1-9618&alias=fakehost&noUDP&sock=schedd_4242_a1b2>"
 LSF_TOOLS = ("bsub", "bjobs", "bkill", "bhist")
-CONDOR_TOOLS = ("condor_submit", "condor_q", "condor_history", "condor_rm", "condor_release")
+CONDOR_TOOLS = ("condor_submit", "condor_q", "condor_history", "condor_rm", "condor_release", "condor_status")
 DEFAULT_ERRORS = {
     "bsub": ("Request from non-LSF host rejected\n", 255),
     "bjobs": ("Request from non-LSF host rejected\n", 255),
@@ -101,6 +101,7 @@ DEFAULT_ERRORS = {
     "condor_submit": ("\nERROR: Can't find address of local schedd\n", 1),
     "condor_rm": ("\nERROR: Can't find address of local schedd\n", 1),
     "condor_release": ("\nERROR: Can't find address of local schedd\n", 1),
+    "condor_status": ("Error: communication error\nCEDAR:6001:Failed to connect to <127.0.0.1:9618>\n", 1),
 }
 GARBAGE = '\x00\x1b[0m<html><head><title>502 Bad Gateway</title></head>\n{"COMMAND":"bjo\n'
 TERM = {
@@ -1374,8 +1375,21 @@ def cmd_condor_submit(argv):
                 iwd = os.path.normpath(iwd)
                 absi = lambda p: p if p is None or os.path.isabs(p) else os.path.join(iwd, p)
                 exe = g("executable")
-                exe_path = absi(exe)
+                # as the real condor_submit (25.14.1, 23.9.6): a relative executable is found from its own
+                # working directory, not from initialdir
+                exe_path = exe if os.path.isabs(exe) else os.path.normpath(os.path.join(subdir, exe))
                 universe = (g("universe", "vanilla") or "vanilla").lower()
+                if (
+                    universe == "container"
+                    and (g("should_transfer_files", "IF_NEEDED") or "").upper() == "NO"
+                    and (g("transfer_container", "true") or "").lower() not in ("false", "no", "0")
+                ):
+                    # the container image counts as an input file (real text, 25.14.1; see tests/fixtures/htcondor)
+                    sys.stderr.write(
+                        '\nERROR: you specified files you want Condor to transfer via \n"transfer_input_files", '
+                        "but you disabled should_transfer_files.\n"
+                    )
+                    return 1
                 if (
                     universe == "vanilla"
                     and not os.path.exists(exe_path)
@@ -1913,6 +1927,52 @@ def _condor_act(argv, action):
 
 # --------------------------------------------------------------------------- entry points
 
+
+def _slot_ad():
+    """The fake pool's one slot: CB_FAKE_CONDOR_SLOT (JSON) overrides the default attributes."""
+    ad = {"Name": "slot1@fakehost", "Machine": "fakehost", "HasSingularity": True, "HasSIF": True}
+    ad.update(json.loads(os.environ.get("CB_FAKE_CONDOR_SLOT") or "{}"))
+    return ad
+
+
+def _slot_matches(constraint, ad):
+    """Evaluate the constraints containerbatch sends: ``Attr =?= true`` terms joined by && and ||."""
+    if constraint is None:
+        return True
+    text = constraint
+    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?=\s*=\?=)", constraint):
+        text = re.sub(r"\b%s\s*=\?=\s*true\b" % name, "True" if ad.get(name) is True else "False", text)
+    text = text.replace("&&", " and ").replace("||", " or ")
+    if not re.fullmatch(r"[\sA-Za-z()]*", text) or set(re.findall(r"[A-Za-z]+", text)) - {"True", "False", "and", "or"}:
+        sys.stderr.write("condor_status: fake cannot evaluate constraint %r\n" % constraint)
+        raise SystemExit(1)
+    return eval(text)  # only True/False/and/or/parentheses remain
+
+
+def cmd_condor_status(argv):
+    constraint, attrs, i = None, [], 0
+    while i < len(argv):
+        if argv[i] in ("-constraint", "-const"):
+            constraint = argv[i + 1]
+            i += 1
+        elif argv[i] in ("-af", "-autoformat"):
+            attrs = argv[i + 1 :]
+            break
+        i += 1
+    ad = _slot_ad()
+    if _slot_matches(constraint, ad):
+        if attrs:
+            print(
+                " ".join(
+                    str(ad.get(a, "undefined")).lower() if isinstance(ad.get(a), bool) else str(ad.get(a, "undefined"))
+                    for a in attrs
+                )
+            )
+        else:
+            print(ad["Name"])
+    return 0
+
+
 COMMANDS = {
     "bsub": cmd_bsub,
     "bjobs": cmd_bjobs,
@@ -1923,6 +1983,7 @@ COMMANDS = {
     "condor_history": cmd_condor_history,
     "condor_rm": cmd_condor_rm,
     "condor_release": cmd_condor_release,
+    "condor_status": cmd_condor_status,
 }
 
 
