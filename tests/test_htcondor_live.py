@@ -138,7 +138,14 @@ def queue_status(job_id: str) -> int | None:
     return json.loads(out.stdout)[0]["JobStatus"] if out.returncode == 0 and out.stdout.strip() else None
 
 
-ENV = {"CONTAINERBATCH_POLL_INTERVAL": "1", "CONTAINERBATCH_MARKER_INTERVAL": "1"}
+# runtime host runs the runner on the node: its python3 (Debian's, without luigi) with the bundle, not this
+# host's interpreter (whose path the node does not have)
+ENV = {
+    "CONTAINERBATCH_POLL_INTERVAL": "1",
+    "CONTAINERBATCH_MARKER_INTERVAL": "1",
+    "CONTAINERBATCH_EXECUTABLE": '["python3"]',
+    "CONTAINERBATCH_BUNDLE": "always",
+}
 
 
 def cli(
@@ -208,7 +215,11 @@ def test_readme_example_in_each_container_mode(work: Path, live_sif: Path, mode:
         assert row["state"] == "done"
         ad = history(row["job_id"])
         assert (ad["JobStatus"], ad.get("ExitCode")) == (4, 0)
-        assert ad["JobUniverse"] == (13 if mode == "universe" else 5)  # 13: container universe
+        # container universe is vanilla (5) with WantContainer and ContainerImage in the job ad
+        assert (ad["JobUniverse"], ad.get("WantContainer", False)) == (5, mode == "universe")
+        assert ad.get("ContainerImage" if mode == "universe" else "SingularityImage") == (
+            None if mode == "wrap" else str(live_sif)
+        )
     # the task ran inside the image (its marker file and Python 3.11), not on the node (Debian sid/trixie)
     proc = cli(["run", "tasks.py", "Where", *args], work, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]

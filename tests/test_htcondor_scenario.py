@@ -16,7 +16,7 @@ from containerbatch.errors import SubmitError
 from containerbatch.schedulers.base import CommandResult
 from containerbatch.schedulers.htcondor import HTCondorScheduler
 from containerbatch.states import JobState as S
-from tests.conftest import FAKES_BIN, live_env, require
+from tests.conftest import live_env, require
 from tests.htcondor_scenario import normalise, run_scenario
 
 ROOT = Path(__file__).parent / "fixtures" / "htcondor"

@@ -1459,7 +1459,7 @@ def cmd_condor_submit(argv):
                     "EnteredCurrentStatus": now,
                     "CompletionDate": 0,
                     "ExitBySignal": False,  # the real schedd's default, shown from submission on
-                    "JobUniverse": 13 if universe == "container" else 5,
+                    "JobUniverse": 5,  # also for universe = container (WantContainer, ContainerImage), as the real
                     "RequestCpus": ncpu,
                     "NumJobStarts": 0,
                     "RequestMemory": mem_mib(g("request_memory"))
