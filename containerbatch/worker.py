@@ -37,7 +37,7 @@ from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, Reason, classify, policy_from_settings
 from containerbatch.run import ACTIVE_STATES, Run
 from containerbatch.spec import JobSpec, Resources
-from containerbatch.states import JobState
+from containerbatch.states import JobState, JobStatus
 
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
 
@@ -329,6 +329,9 @@ class JobProcess:
                 status = self.scheduler.query([self.job_id]).get(self.job_id, status)
             except SchedulerError as exc:
                 log.info("%s: could not ask %s why job %s ended: %s", spec.task_id, spec.batch_system, self.job_id, exc)
+            if status.state in _NOT_OVER:
+                self._run_continues(tracked, status)
+                return
         oom_file = Path(spec.job_dir) / "oom_killed"
         oom = oom_file.is_file() and oom_file.read_text().strip() == "true"
         failure = classify(
@@ -342,6 +345,22 @@ class JobProcess:
             stderr_tail=log_tail(spec.stderr_path, 5),
         )
         self._failed(failure, started=(result or {}).get("started"))
+
+    def _run_continues(self, tracked: TrackedJob, status: JobStatus) -> None:
+        """The job script ended (a marker landed) but the scheduler still has the job: it was evicted and will
+        run again (HTCondor's condor_hold stops a running job; condor_release starts it anew). Keep waiting."""
+        spec = self.spec
+        log.warning(
+            "%s: %s job %s stopped (exit %s) but is %s, not over (evicted, e.g. by a hold); waiting for it",
+            spec.task_id,
+            spec.batch_system,
+            self.job_id,
+            tracked.ended_code,
+            status.state.value,
+        )
+        for path in (Path(spec.marker_path), Path(spec.job_dir) / "exit_code", Path(spec.job_dir) / "cancelled"):
+            path.unlink(missing_ok=True)
+        self._track()
 
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
@@ -416,6 +435,11 @@ class JobProcess:
         self.reported = True
         self.outcome = status
         self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
+
+
+#: a job the scheduler lists in these states after its script ended was evicted and runs again (HTCondor:
+#: condor_hold stops a running job, held 5; a vacated job goes back to idle 1)
+_NOT_OVER = (JobState.HELD, JobState.PENDING)
 
 
 def describe_change(old: Resources, new: Resources) -> str:
