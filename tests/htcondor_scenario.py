@@ -75,7 +75,7 @@ class Scenario:
         argv = ["condor_history", "-json", "-match", "1", "-attributes", ATTRIBUTES, job]
         for _ in range(100):
             step = self.run(name, argv)
-            if step["exit_code"] == 0 and step["stdout"].strip():
+            if step["exit_code"] == 0 and step["stdout"].strip() not in ("", "[]", "[\n]"):
                 return step
             self.steps.pop()
             time.sleep(0.3)
