@@ -4,6 +4,7 @@
 #   bash ci/htcondor/run.sh down    remove the container and ci/htcondor/bin/ (the image stays, for reuse)
 #   bash ci/htcondor/run.sh dump    condor_status, condor_q -better-analyze, history, daemon logs (never fails)
 #   bash ci/htcondor/run.sh status  exit 0 when the pool is up and has a slot
+#   bash ci/htcondor/run.sh base    build (or reuse) only the Debian base image and print its name
 # After `up`, PATH=$PWD/ci/htcondor/bin:$PATH is all a caller needs: condor_submit, condor_q, condor_history,
 # condor_rm, condor_release, condor_hold, condor_status and apptainer act on the pool (and its apptainer)
 # in the caller's working directory.
@@ -204,10 +205,16 @@ cmd_down() {
     rm -rf "$BIN" "$BIN.tmp"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 up|down|dump|status ..." >&2; exit 2; }
+# the debootstrap'ed Debian root as a Docker image (also a base for ci/slurm's Dockerfile); prints its name
+cmd_base() {
+    build_base
+    echo "$BASE_IMAGE"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 up|down|dump|status|base ..." >&2; exit 2; }
 for verb in "$@"; do
     case "$verb" in
-        up | down | dump | status) "cmd_$verb" ;;
-        *) echo "unknown verb: $verb (up, down, dump, status)" >&2; exit 2 ;;
+        up | down | dump | status | base) "cmd_$verb" ;;
+        *) echo "unknown verb: $verb (up, down, dump, status, base)" >&2; exit 2 ;;
     esac
 done
