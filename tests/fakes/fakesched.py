@@ -1407,7 +1407,7 @@ def cmd_condor_submit(argv):
                 ):
                     # real texts (the name as the submit file gives it), by CB_FAKE_CONDOR_VERSION (default 25.14.1)
                     sys.stdout.write("Submitting job(s)")
-                    if os.environ.get("CB_FAKE_CONDOR_VERSION", "25.14.1").startswith("23."):
+                    if not condor_version().startswith("25."):
                         sys.stderr.write("\nERROR: Executable file %s does not exist\n" % exe)
                     else:
                         sys.stderr.write("\nERROR: Can't access executable file %s: No such file or directory\n" % exe)
@@ -1544,7 +1544,7 @@ def cmd_condor_submit(argv):
         sys.stdout.write(
             "Submitting job(s)%s\n%d job(s) submitted to cluster %d.\n" % ("." * len(procs), len(procs), cluster)
         )
-        if not os.environ.get("CB_FAKE_CONDOR_VERSION", "25.14.1").startswith("23."):
+        if condor_version().startswith("25."):
             sys.stderr.write("To monitor your job(s), run: condor_watch_q -clusters %d\n" % cluster)  # 25.14.1
     return 0
 
@@ -1952,7 +1952,12 @@ def _condor_act(argv, action):
                     sys.stdout.write("Job %s %s\n" % (x, word))
             elif fail:
                 # 25.14.1 and 23.9.6 (tests/fixtures/htcondor/*/condor_rm_gone.json); older ones end with "."
-                sys.stderr.write("\nCouldn't find/%s all jobs in cluster %s\n" % (verb, x))
+                form = (
+                    "Couldn't find/%s all jobs in cluster %s.\n"
+                    if condor_version() == "legacy"
+                    else ("\nCouldn't find/%s all jobs in cluster %s\n")
+                )
+                sys.stderr.write(form % (verb, x))
             else:
                 sys.stdout.write("All jobs in cluster %s have been %s\n" % (x, word))
             rc = rc or (1 if fail else 0)
@@ -1966,6 +1971,12 @@ def _condor_act(argv, action):
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def condor_version():
+    """Whose texts the HTCondor fakes print: CB_FAKE_CONDOR_VERSION 25.14.1 (default) or 23.9.6, captured in
+    tests/fixtures/htcondor/<version>/, or ``legacy``: the older forms of the docs-sourced fixtures there."""
+    return os.environ.get("CB_FAKE_CONDOR_VERSION") or "25.14.1"
 
 
 def _slot_ad():
