@@ -1888,6 +1888,10 @@ def _condor_act(argv, action):
             groups = [(None, hits)]
         else:
             groups = [(x, _targets(jobs, x, now)) for x in ids]
+        if action == "remove" and ids and not any(in_queue(j, now) for j in jobs.values()):
+            # the real condor_rm (25.14.1, 23.9.6) when the queue is empty, whatever the ids
+            sys.stderr.write("condor_rm:0:There are no jobs in the queue\n")
+            return 0
         for x, hits in groups:
             if action == "hold":
                 ok = [j for j in hits if j["JobStatus"] in (1, 2, 7)]
