@@ -1888,7 +1888,8 @@ def _condor_act(argv, action):
             groups = [(None, hits)]
         else:
             groups = [(x, _targets(jobs, x, now)) for x in ids]
-        if action == "remove" and ids and not any(in_queue(j, now) for j in jobs.values()):
+        empty = not any(in_queue(j, now) for j in jobs.values())
+        if action == "remove" and ids and empty and condor_version() != "legacy":
             # the real condor_rm (25.14.1, 23.9.6) when the queue is empty, whatever the ids
             sys.stderr.write("condor_rm:0:There are no jobs in the queue\n")
             return 0
