@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import sys
 import threading
@@ -32,7 +33,7 @@ import luigi.worker
 from luigi.scheduler import DONE, FAILED, PENDING
 
 from containerbatch import jobfiles, staging
-from containerbatch.errors import ContainerBatchError, SchedulerError
+from containerbatch.errors import ContainerBatchError, SchedulerError, SubmitError
 from containerbatch.jobfiles import BadResult
 from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, classify, policy_from_settings
@@ -122,6 +123,8 @@ class JobProcess:
                     self.submit()
         except ContainerBatchError as exc:
             self._failed_to_submit(exc)
+        except (OSError, sqlite3.Error) as exc:  # a full disk, a folder that cannot be written, a locked journal
+            self._failed_to_submit(SubmitError(f"cannot prepare the job of {self.spec.task_id}: {exc}"))
 
     def _reattach(self) -> bool:
         """Follow this task's job of an earlier submitter instead of submitting it again.
@@ -197,7 +200,7 @@ class JobProcess:
         return {
             "task_id": spec.task_id,
             # the id the node computes from the string parameters (FloatParameter 0 → 0.0)
-            "node_task_id": type(self.task).from_str_params(dict(spec.params)).task_id,
+            "node_task_id": node_task_id(type(self.task), dict(spec.params)),
             "family": spec.task_family,
             "module": spec.task_module,
             "module_file": spec.module_file,
@@ -484,6 +487,8 @@ class JobProcess:
                 self.submit()
         except ContainerBatchError as exc:
             self._failed_to_submit(exc)
+        except (OSError, sqlite3.Error) as exc:
+            self._failed_to_submit(SubmitError(f"cannot prepare the job of {self.spec.task_id}: {exc}"))
 
     def _report(self, status: str, explanation: str, new_deps: list[tuple[Any, ...]] | None = None) -> None:
         if self.reported:
@@ -517,6 +522,17 @@ def task_lock(spec: JobSpec) -> Iterator[None]:
 
 
 output_paths = jobfiles.output_paths
+
+
+def node_task_id(cls: type[luigi.Task], str_params: dict[str, str]) -> str:
+    """The id the node computes from the string parameters (``FloatParameter(default=0)`` → ``0.0``).
+
+    luigi's instance cache would hand back the submit side's own object (0 == 0.0), so the task is built
+    past it, as the node builds it: parsed from strings, in a fresh interpreter.
+    """
+    params = dict(cls.get_params())
+    kwargs = {name: params[name].parse(value) for name, value in str_params.items() if name in params}
+    return str(type.__call__(cls, **kwargs).task_id)
 
 
 def set_aside_partial_outputs(spec: JobSpec, absent: Iterable[str], outputs: Iterable[str]) -> str | None:
@@ -565,6 +581,33 @@ class BatchWorker(luigi.worker.Worker):
         return JobProcess(task, self.run_ctx, self._task_result_queue)
 
 
+def _truthful(result: Any, tasks: list[luigi.Task]) -> bool:
+    """Whether the run really did what was asked: luigi's True also covers "nothing could run" (a missing
+    external input, a scheduling failure); then the reason is logged and the answer is False."""
+    from luigi.execution_summary import LuigiStatusCode
+
+    status = getattr(result, "status", None)
+    if status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        return True
+    if status is None:
+        return bool(result)
+    incomplete = [t.task_id for t in tasks if not _complete(t)]
+    why = {
+        LuigiStatusCode.MISSING_EXT: "an external input is missing (a task without run() whose output does not exist)",
+        LuigiStatusCode.SCHEDULING_FAILED: "luigi could not schedule the tasks (see the messages above)",
+        LuigiStatusCode.NOT_RUN: "some tasks were not run (their requirements could not be met)",
+    }.get(status, "some tasks failed")
+    log.error("containerbatch: the run did not complete: %s; not complete: %s", why, ", ".join(incomplete) or "-")
+    return False
+
+
+def _complete(task: luigi.Task) -> bool:
+    try:
+        return bool(task.complete())
+    except Exception:  # noqa: BLE001 - only for the message
+        return False
+
+
 class _Factory(luigi.interface._WorkerSchedulerFactory):
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -609,8 +652,13 @@ def process(
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
+    detailed = bool(build_kwargs.pop("detailed_summary", False))
     try:
-        return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers, **build_kwargs))
+        result = luigi.build(
+            task_list, worker_scheduler_factory=_Factory(run), workers=workers, detailed_summary=True, **build_kwargs
+        )
+        ok = _truthful(result, task_list)
+        return result if detailed else ok  # type: ignore[no-any-return]
     except KeyboardInterrupt:
         run.cancel_all()  # luigi may have stopped some already, through JobProcess.terminate
         print(
