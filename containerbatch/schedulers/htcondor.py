@@ -69,10 +69,10 @@ def _value(text: str, what: str) -> str:
     >>> _value("/data/$(x)/$ENV(HOME)/a b $5", "output")
     '/data/$(DOLLAR)(x)/$(DOLLAR)ENV(HOME)/a b $5'
     """
-    if "\n" in text or "\r" in text or "\0" in text or _UNWRITABLE.search(text):
+    if "\n" in text or "\r" in text or "\0" in text or text.rstrip().endswith("\\") or _UNWRITABLE.search(text):
         raise ConfigError(
-            f"{what} {text!r} cannot be written in an HTCondor submit file (line breaks, $$( and "
-            "$(DOLLAR) have no literal form there)",
+            f"{what} {text!r} cannot be written in an HTCondor submit file (line breaks, a trailing \\ that "
+            "would continue the line, $$( and $(DOLLAR) have no literal form there)",
             setting="htcondor_settings" if what.startswith("htcondor") else None,
         )
     return _MACRO.sub("$(DOLLAR)", text)

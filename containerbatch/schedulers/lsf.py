@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import re
+import shlex
 from collections.abc import Sequence
 
 from containerbatch.errors import StatusQueryError
@@ -112,7 +113,8 @@ class LSFScheduler(Scheduler):
         if res.gpus:
             argv += ["-gpu", f"num={res.gpus}"]
         argv += [str(a) for a in spec.settings.get("lsf_extra_args") or []]
-        return [*argv, spec.script_path]
+        # bsub hands the command to /bin/sh on the node: the path is one quoted word (blanks, $(…), ;)
+        return [*argv, shlex.quote(spec.script_path)]
 
     def parse_submit(self, result: CommandResult) -> str:
         match = _SUBMITTED.search(result.stdout)
