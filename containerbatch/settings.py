@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from containerbatch.errors import ConfigError
+from containerbatch.states import Reason
 
 ENV_PREFIX = "CONTAINERBATCH_"
 SETTINGS_FILE = "settings.json"
@@ -111,17 +112,7 @@ def _as_str_dict(value: Any) -> dict[str, str]:
     return {k: str(v) for k, v in mapping.items()}
 
 
-REASONS = (
-    "task_error",
-    "out_of_memory",
-    "walltime",
-    "node_failure",
-    "preempted",
-    "lost",
-    "image_error",
-    "submit_error",
-    "cancelled",
-)
+REASONS = tuple(reason.value for reason in Reason)
 
 
 def _reasons(value: Any) -> list[str]:

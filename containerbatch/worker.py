@@ -164,36 +164,31 @@ class JobProcess:
         return True
 
     def _adopt(self, row: Any) -> str | None:
-        """The job of an attempt journaled as ``submitting``: found by its unique name, if the scheduler can
-        look names up; else None (the attempt is then taken as not submitted)."""
+        """The job of an attempt journaled as ``submitting`` (the earlier submitter died between its intent and
+        the scheduler's answer), when the scheduler can look it up by the attempt's unique job name
+        (``find_by_name(name) -> list of live job ids``); else None, with a warning naming the attempt."""
         find = getattr(self.scheduler, "find_by_name", None)
-        name = row.job_name if hasattr(row, "job_name") else None
+        name = getattr(row, "job_name", None)
         if not callable(find) or not name:
             log.warning(
-                "%s: an earlier submitter stopped while submitting attempt %d; %s cannot look the job up by name, "
-                "so it is submitted again (check `%s` for a duplicate)",
+                "%s: an earlier submitter stopped while submitting attempt %d (job folder %s); %s cannot look the "
+                "job up, so the attempt is submitted again: check the queue for a duplicate",
                 row.task_id,
                 row.attempt,
-                row.scheduler,
+                row.job_dir,
                 row.scheduler,
             )
             return None
         try:
-            ids = list(find(name))
+            ids = [str(i) for i in find(name)]
         except SchedulerError as exc:
             log.warning("%s: could not look up job %s: %s", row.task_id, name, exc)
             return None
         if not ids:
             return None
-        for extra in ids[1:]:  # more than one with that name cannot be ours twice: keep the first
-            log.warning("%s: cancelling duplicate job %s of attempt %d", row.task_id, extra, row.attempt)
-            try:
-                self.scheduler.kill([extra])
-            except SchedulerError as exc:
-                log.error("%s: could not cancel duplicate job %s: %s", row.task_id, extra, exc)
         self.journal.set_job_id(row.task_id, row.attempt, ids[0])
         log.info("%s: adopted job %s of attempt %d (found by name %s)", row.task_id, ids[0], row.attempt, name)
-        return str(ids[0])
+        return ids[0]
 
     def _task_info(self, spec: JobSpec) -> dict[str, Any]:
         """What the runner reads (task.json). A copy for the node: the submit side never reads it back."""
