@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from containerbatch.errors import SubmitError
+from containerbatch.errors import SchedulerError, SubmitError
 from containerbatch.schedulers.base import Scheduler
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -94,6 +94,10 @@ class LocalScheduler(Scheduler):
                 os.kill(int(job_id), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
+            except PermissionError:
+                raise SchedulerError(
+                    f"job {job_id} (a process on this machine) belongs to another user: only they or root can cancel it"
+                ) from None
 
     def available(self) -> tuple[bool, str]:
         return True, "this machine"

@@ -175,3 +175,37 @@ def test_htcondor_value_ending_in_backslash_cannot_continue_the_line(tmp_path: P
     spec = make_spec(tmp_path, transfer_files=False, htcondor_settings={"+Note": "ends in \\"})
     with pytest.raises(ConfigError, match="trailing"):
         HTCondorScheduler(dict(spec.settings)).submit_file(spec)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_kill_of_another_users_job_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    """`kill` by a user who may not signal the job's process: a SchedulerError naming the job, no traceback."""
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        probe = (
+            "from containerbatch.errors import SchedulerError\n"
+            "from containerbatch.schedulers.local import LocalScheduler\n"
+            "try:\n"
+            f"    LocalScheduler({{}}).kill([{str(victim.pid)!r}])\n"
+            "except SchedulerError as exc:\n"
+            "    print('refused:', exc)\n"
+        )
+        proc = subprocess.run(
+            ["/usr/bin/python3", "-c", probe],  # the system Python: the test runner may live in /root
+            capture_output=True,
+            text=True,
+            timeout=60,
+            user="nobody",
+            cwd="/",
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stdout.startswith("refused:") and "another user" in proc.stdout, proc.stdout + proc.stderr
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
