@@ -140,6 +140,10 @@ class JobProcess:
             job_id = self._adopt(row)
             if job_id is not None:
                 row = replace(row, job_id=job_id)
+            else:  # taken as not submitted: it ends here, the next attempt follows
+                self.journal.update(
+                    row.task_id, row.attempt, state=AttemptState.FAILED.value, reason=Reason.SUBMIT_ERROR.value
+                )
         if row.state not in ACTIVE_STATES or row.scheduler != self.spec.batch_system or not row.job_id:
             self.spec = self.spec.with_attempt(row.attempt + 1)
             return False
@@ -165,11 +169,11 @@ class JobProcess:
 
     def _adopt(self, row: Any) -> str | None:
         """The job of an attempt journaled as ``submitting`` (the earlier submitter died between its intent and
-        the scheduler's answer), when the scheduler can look it up by the attempt's unique job name
-        (``find_by_name(name) -> list of live job ids``); else None, with a warning naming the attempt."""
-        find = getattr(self.scheduler, "find_by_name", None)
-        name = getattr(row, "job_name", None)
-        if not callable(find) or not name:
+        the scheduler's answer), where the scheduler can find the live job of that attempt
+        (``find_job(job_script) -> job ids``); else None, with a warning naming the attempt."""
+        find = getattr(self.scheduler, "find_job", None)
+        script = str(Path(row.job_dir) / "job.sh")
+        if not callable(find):
             log.warning(
                 "%s: an earlier submitter stopped while submitting attempt %d (job folder %s); %s cannot look the "
                 "job up, so the attempt is submitted again: check the queue for a duplicate",
@@ -180,14 +184,20 @@ class JobProcess:
             )
             return None
         try:
-            ids = [str(i) for i in find(name)]
+            ids = [str(i) for i in find(script)]
         except SchedulerError as exc:
-            log.warning("%s: could not look up job %s: %s", row.task_id, name, exc)
+            log.warning("%s: could not look up the job of %s: %s", row.task_id, script, exc)
             return None
         if not ids:
+            log.info("%s: attempt %d was not submitted before its submitter stopped", row.task_id, row.attempt)
             return None
         self.journal.set_job_id(row.task_id, row.attempt, ids[0])
-        log.info("%s: adopted job %s of attempt %d (found by name %s)", row.task_id, ids[0], row.attempt, name)
+        log.info(
+            "%s: adopted job %s of attempt %d (its submitter stopped while submitting)",
+            row.task_id,
+            ids[0],
+            row.attempt,
+        )
         return ids[0]
 
     def _task_info(self, spec: JobSpec) -> dict[str, Any]:

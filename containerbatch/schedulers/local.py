@@ -53,6 +53,23 @@ class LocalScheduler(Scheduler):
         self._scripts[job_id] = spec.script_path
         return job_id
 
+    def find_job(self, script_path: str) -> list[str]:
+        """Live processes of this user running ``script_path`` (a submitter killed before it journaled the job
+        id finds its job again instead of starting a second one)."""
+        wanted = [b"/bin/bash", script_path.encode()]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != os.getuid():
+                    continue
+                if (entry / "cmdline").read_bytes().split(b"\0")[:2] == wanted:
+                    found.append(entry.name)
+            except OSError:
+                continue
+        return sorted(found, key=int)
+
     def attach(self, job_id: str, script_path: str) -> None:
         """Remember a job started by an earlier submitter (after a restart)."""
         self._scripts[job_id] = script_path

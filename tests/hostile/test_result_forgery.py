@@ -185,3 +185,60 @@ def test_an_edited_task_file_moves_nothing_but_the_tasks_own_partial_output(work
     moved = sorted(str(p.relative_to(partial)) for p in partial.rglob("*") if p.is_file())
     assert moved == [str(workdir / "results" / "edit.txt").lstrip("/")]  # only the task's own output
     assert not (workdir / "results" / "edit.txt").exists()
+
+
+SLOW = """
+import os
+import time
+import luigi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Slow(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget(os.path.join(HERE, "results", "slow.txt"))
+
+    def run(self):
+        time.sleep(3)
+        with open(os.path.join(HERE, "runs.log"), "a") as handle:
+            handle.write("ran\\n")
+        with self.output().open("w") as handle:
+            handle.write("done")
+"""
+
+
+def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twice(workdir: Path) -> None:
+    """The journal has the attempt as `submitting` (intent written, job id never learnt) and its job runs:
+    the next submitter finds that job and follows it instead of submitting a second one."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    (workdir / "wf.py").write_text(SLOW)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "containerbatch", "run", "wf.py", "Slow", "--runtime", "host", "--no-progress"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    journal = workdir / ".containerbatch" / "journal.sqlite"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (journal.exists() and any(r["job_id"] for r in rows(workdir))):
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)  # the job (its own session) lives on
+    first.wait()
+    # what the journal holds when the SIGKILL lands between the scheduler's answer and the journal write
+    db = sqlite3.connect(journal)
+    db.execute("UPDATE attempts SET state = 'submitting', job_id = NULL")
+    db.commit()
+    db.close()
+    proc = cb(workdir, "run", "wf.py", "Slow", "--runtime", "host", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "runs.log").read_text() == "ran\n"  # once
+    assert [(r["attempt"], r["state"]) for r in rows(workdir)] == [(1, "done")]
+    assert "adopted job" in proc.stderr
