@@ -220,13 +220,15 @@ class JobProcess:
 
     def submit(self) -> None:
         spec = self.spec
-        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
+        for folder in (spec.result_dir, Path(spec.marker_path).parent):
             Path(folder).mkdir(parents=True, exist_ok=True)
+        # the job folder lies where earlier attempts' nodes could write: never through a link they left
+        jobfiles.safe_folder(spec.job_dir, spec.log_dir)
         # what the submit side believes of this attempt, from itself only
         self.imported_modules = frozenset(sys.modules)
         self.absent_outputs = tuple(p for p in output_paths(self.task) if not os.path.lexists(p))
         info = self._task_info(spec)
-        (Path(spec.job_dir) / jobfiles.TASK).write_text(json.dumps(info, indent=1, sort_keys=True))
+        jobfiles.write_file(str(Path(spec.job_dir) / jobfiles.TASK), json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
         prepare = getattr(runtime, "prepare_image", None)
         if prepare is not None:  # dynamic dependencies never went through preflight
@@ -234,10 +236,10 @@ class JobProcess:
         script, _command, submit_file = self.run_ctx.render(spec)
         for name, text in self.run_ctx.private_files(spec).items():
             jobfiles.write_private(str(Path(spec.job_dir) / name), text)
-        Path(spec.script_path).write_text(script)
-        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)  # executable, as the umask says
+        jobfiles.write_file(spec.script_path, script, 0o777)  # executable, as far as the umask says
+        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)
         if submit_file is not None and self.scheduler.submit_file_name:
-            (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
+            jobfiles.write_file(str(Path(spec.job_dir) / self.scheduler.submit_file_name), submit_file)
         if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
             staging.pack_inputs(spec, self.task)
         # the intent first: a submitter killed between the scheduler's answer and the journal write finds the
@@ -553,9 +555,16 @@ def set_aside_partial_outputs(spec: JobSpec, absent: Iterable[str], outputs: Ite
     for path in absent:
         if path in declared and os.path.lexists(path):
             dest = target / path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, dest)
-            moved = True
+            try:
+                # the job folder is the node's to write: never move anything through a link it left there
+                folder = jobfiles.safe_folder(str(dest.parent), spec.log_dir)
+                final = os.path.join(folder, dest.name)
+                if os.path.lexists(final):
+                    raise OSError(f"{final} exists already")
+                shutil.move(path, final)
+                moved = True
+            except OSError as exc:
+                log.error("%s: cannot set the partial output %s aside: %s", spec.task_id, path, exc)
     return str(target) if moved else None
 
 

@@ -242,3 +242,43 @@ def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twi
     assert (workdir / "runs.log").read_text() == "ran\n"  # once
     assert [(r["attempt"], r["state"]) for r in rows(workdir)] == [(1, "done")]
     assert "adopted job" in proc.stderr
+
+
+LINKS = """
+import os
+import sys
+import luigi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Links(luigi.Task):
+    victim = luigi.Parameter()
+    retry_wait = 0
+    max_attempts = 2
+
+    def output(self):
+        return luigi.LocalTarget(os.path.join(HERE, "results", "links.txt"))
+
+    def run(self):
+        job_dir = sys.argv[-1]
+        # where the submitter will set partial outputs aside, and where it will write the next attempt
+        os.symlink(os.path.join(self.victim, "a"), os.path.join(job_dir, "partial-outputs"))
+        os.symlink(os.path.join(self.victim, "b"), os.path.join(os.path.dirname(job_dir), "attempt-2"))
+        os.makedirs(os.path.dirname(self.output().path), exist_ok=True)
+        open(self.output().path, "w").write("partial")
+        os._exit(1)  # no result: lost, which is resubmitted
+"""
+
+
+def test_links_left_in_the_job_folder_are_never_written_through(workdir: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    for sub in ("a", "b"):
+        (victim / sub).mkdir(parents=True)
+        (victim / sub / "keep.txt").write_text("the user's")
+    before = tree(victim)
+    (workdir / "wf.py").write_text(LINKS)
+    proc = cb(workdir, "run", "wf.py", "Links", "--victim", str(victim), "--runtime", "host", "--no-progress")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert tree(victim) == before  # nothing moved into, or written through, the links
+    assert "does not write through it" in proc.stderr
