@@ -209,3 +209,20 @@ def test_kill_of_another_users_job_is_a_message_not_a_traceback(tmp_path: Path) 
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_long_task_families_get_distinct_job_folders_and_markers(workdir: Path) -> None:
+    """Families of 200 characters that differ only at the end: two folders, two done-markers."""
+    import luigi
+
+    from containerbatch.run import Run
+
+    specs = []
+    for last in "xy":
+        cls = type("F" * 199 + last, (luigi.Task,), {"__module__": __name__, "runtime": "host"})
+        specs.append(Run().spec_for(cls(), with_bundle=False))
+    (a, b) = specs
+    assert a.job_dir != b.job_dir and a.marker_path != b.marker_path
+    for spec in specs:
+        assert all(len(part) <= 120 for part in Path(spec.job_dir).parts)
+        assert len(Path(spec.marker_path).name) <= 130
