@@ -121,7 +121,7 @@ class Journal:
         scheduler: str,
         runtime: str,
         image: str | None,
-        job_id: str,
+        job_id: str | None,
         job_dir: str,
         marker_path: str,
     ) -> None:

@@ -36,6 +36,7 @@ from containerbatch.errors import ContainerBatchError, SchedulerError
 from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, Reason, classify, policy_from_settings
 from containerbatch.run import ACTIVE_STATES, Run
+from containerbatch.runlog import FAILURE_ATTR
 from containerbatch.spec import JobSpec, Resources
 from containerbatch.states import JobState
 
@@ -84,7 +85,9 @@ class JobProcess:
         self._held_since: float | None = None
         self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
+        self.explanation = ""  # what was reported to luigi (a failure's full message)
         self.submitted_at: float | None = None
+        self.ended_at: float | None = None  # when the job itself ended (its result, else its marker)
 
     @property
     def key(self) -> str:
@@ -303,6 +306,7 @@ class JobProcess:
         result = self._read_json("result.json")
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)
+        self.ended_at = _job_end_time(result, spec.marker_path)
         if result is not None and result.get("status") == "success":
             self.journal.update(
                 spec.task_id,
@@ -346,6 +350,7 @@ class JobProcess:
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
         self.failures.append(failure)
+        self.ended_at = self.ended_at or time.time()
         moved = set_aside_partial_outputs(spec)
         self.journal.update(
             spec.task_id,
@@ -354,7 +359,7 @@ class JobProcess:
             reason=failure.reason.value,
             exit_code=failure.exit_code,
             started=started,
-            ended=time.time(),
+            ended=self.ended_at,  # the job's own end, not when the submitter noticed
         )
         if self.policy.should_retry(failure, spec.attempt):
             delay = self.policy.delay(spec.attempt)
@@ -384,19 +389,55 @@ class JobProcess:
             + (f"partial outputs moved to {moved}\n" if moved else "")
             + f"last lines of the log:\n{tail}"
         )
-        log.error("%s", message)
+        log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
 
     def _failed_to_submit(self, exc: ContainerBatchError) -> None:
+        """A refused submission is an attempt too: journal row (no job id), submit.log, a message with its words."""
+        spec = self.spec
         transient = bool(getattr(exc, "transient", False))
         failure = Failure(Reason.SUBMIT_ERROR, str(exc), None)
         self.failures.append(failure)
-        if transient and self.policy.should_retry(failure, self.spec.attempt):
-            self._next_spec = self.spec.with_attempt(self.spec.attempt + 1)
-            self._resubmit_at = time.time() + self.policy.delay(self.spec.attempt)
-            log.warning("%s: submission failed (%s); trying again", self.spec.task_id, exc)
+        self.ended_at = time.time()
+        submit_log = record_submit_error(spec, exc)
+        try:
+            self.journal.record_submit(
+                run_id=spec.run_id,
+                task_id=spec.task_id,
+                task_family=spec.task_family,
+                params=dict(spec.params),
+                attempt=spec.attempt,
+                scheduler=spec.batch_system,
+                runtime=spec.runtime,
+                image=spec.image,
+                job_id=None,
+                job_dir=spec.job_dir,
+                marker_path=spec.marker_path,
+            )
+            self.journal.update(spec.task_id, spec.attempt, state="failed", reason="submit_error", ended=self.ended_at)
+        except Exception:  # the journal's trouble must not hide the scheduler's words
+            log.debug("could not journal the refused submission of %s", spec.task_id, exc_info=True)
+        self.run_ctx.processes[self.key] = self  # the display and the summary see the refused attempt
+        if transient and self.policy.should_retry(failure, spec.attempt):
+            delay = self.policy.delay(spec.attempt)
+            self._next_spec = spec.with_attempt(spec.attempt + 1)
+            self._resubmit_at = time.time() + delay
+            log.warning(
+                "%s: submission refused (attempt %d, transient; trying again in %.0f s as attempt %d): %s",
+                spec.task_id,
+                spec.attempt,
+                delay,
+                spec.attempt + 1,
+                exc,
+            )
             return
-        self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+        why = f"after {spec.attempt} tries" if transient else "not retried: asking again would not help"
+        message = (
+            f"{spec.task_id} could not be submitted to {spec.batch_system} (attempt {spec.attempt}, {why}): "
+            f"submit_error\n{exc}\nsubmit log: {submit_log or spec.job_dir}"
+        )
+        log.error("%s", message, extra={FAILURE_ATTR: True})
+        self._report(FAILED, message)
 
     def _resubmit(self) -> None:
         assert self._next_spec is not None
@@ -413,7 +454,42 @@ class JobProcess:
             return
         self.reported = True
         self.outcome = status
+        self.explanation = explanation
         self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
+
+
+def _job_end_time(result: dict[str, Any] | None, marker_path: str) -> float:
+    """When the job ended by its own account: the runner's ``finished``, else the done-marker's time."""
+    finished = (result or {}).get("finished")
+    if isinstance(finished, (int, float)) and not isinstance(finished, bool) and 0 < finished <= time.time() + 60:
+        return float(finished)
+    try:
+        return os.stat(marker_path).st_mtime
+    except OSError:
+        return time.time()
+
+
+def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
+    """Write what the submit command said (command, exit code, stdout, stderr) to ``<job_dir>/submit.log``."""
+    lines = [f"submission of {spec.task_id} attempt {spec.attempt} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    argv = getattr(exc, "argv", ())
+    if argv:
+        lines.append("command: " + " ".join(str(a) for a in argv))
+    code = getattr(exc, "exit_code", None)
+    if code is not None:
+        lines.append(f"exit code: {code}")
+    lines.append(f"transient: {bool(getattr(exc, 'transient', False))}")
+    lines.append(f"message: {exc}")
+    for name in ("stdout", "stderr"):
+        text = str(getattr(exc, name, "") or "")
+        lines.append(f"--- {name} ---" + ("\n" + text.rstrip() if text.strip() else " (empty)"))
+    path = Path(spec.job_dir) / "submit.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError:
+        return None
+    return str(path)
 
 
 def describe_change(old: Resources, new: Resources) -> str:
@@ -541,8 +617,12 @@ def process(
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
+    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
+
     try:
-        return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers, **build_kwargs))
+        # luigi's log (and ours) into the run's log file, not on the console twice
+        with run_logging(log_path_of(run)), without_luigi_console_logging(build_kwargs):
+            return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers, **build_kwargs))
     except KeyboardInterrupt:
         run.cancel_all()  # luigi may have stopped some already, through JobProcess.terminate
         print(
