@@ -467,10 +467,10 @@ class ProgressDisplay:
         ended = final
         parts = []
         for state in PROGRESS_STATES:
-            if not counts[state]:
-                continue
-            name = "not run" if state == "waiting" and ended else state
-            parts.append(f"{name} {counts[state]}")
+            if counts[state] and not (state == "waiting" and ended):
+                parts.append(f"{state} {counts[state]}")
+        if ended and counts["waiting"]:  # luigi ran what it could: the rest needs a task that failed
+            parts.append(f"not run {counts['waiting']}")
         wall = f" in {fmt_elapsed(snap.taken - snap.started)}" if snap.started else ""
         return f"run {snap.run_id}: " + (", ".join(parts) or "nothing ran") + wall
 
@@ -594,7 +594,8 @@ def failure_block(proc: Any, tail_lines: int = SUMMARY_TAIL) -> list[str]:
     reason = getattr(getattr(last, "reason", None), "value", "failed") if last else "failed"
     code = getattr(last, "exit_code", None)
     where = f"{spec.batch_system} job {proc.job_id}" if proc.job_id else f"{spec.batch_system}, never got a job id"
-    lines = [f"FAILED {spec.task_id} (attempt {spec.attempt}, {where}): {reason}, exit code {code}"]
+    exit_text = f", exit code {code}" if code is not None else ""
+    lines = [f"FAILED {spec.task_id} (attempt {spec.attempt}, {where}): {reason}{exit_text}"]
     detail = str(getattr(last, "detail", "") or "").strip()
     for line in detail.splitlines()[:12]:
         lines.append(f"  {line.strip()}")
@@ -632,18 +633,39 @@ def final_summary(
     text: list[str] = []
     if failed:
         text.append("")
-        for proc in failed[:SUMMARY_FAILURES]:
-            text.extend(failure_block(proc))
+        # the same refusal of the scheduler for many tasks is told once
+        same: dict[str, list[str]] = {}
+        told = 0
+        for proc in failed:
+            words = failure_reason(proc)
+            if words.startswith("submit_error") and words in same:
+                same[words].append(proc.spec.task_id)
+                continue
+            if told >= SUMMARY_FAILURES:
+                continue
+            same[words] = []
+            told += 1
+            block = failure_block(proc)
+            text.extend(block)
             text.append("")
-        if len(failed) > SUMMARY_FAILURES:
-            text.append(f"… and {len(failed) - SUMMARY_FAILURES} more failed tasks: `containerbatch status`")
+        for others in same.values():
+            if others:
+                text.append(
+                    f"refused with the same words for {len(others)} more task(s): {', '.join(others[:5])}"
+                    + (" …" if len(others) > 5 else "")
+                )
+        untold = len(failed) - told - sum(len(o) for o in same.values())
+        if untold > 0:
+            text.append(f"… and {untold} more failed tasks: `containerbatch status` lists them")
+        if text[-1] != "":
             text.append("")
     text.append(display.summary(snap, final=True))
     run_id = snap.run_id
     if failed:
-        first = failed[0].spec.task_id
+        with_log = [p for p in failed if p.job_id]
         text.append("next:")
-        text.append(f"  containerbatch logs {first} --stderr   (the log of a failed task)")
+        if with_log:
+            text.append(f"  containerbatch logs {with_log[0].spec.task_id} --stderr   (the log of a failed task)")
         text.append(f"  containerbatch status {run_id}   (every attempt, with reasons)")
         text.append(f"  containerbatch report {run_id}   (HTML timeline and statistics)")
     if log_path:
