@@ -422,13 +422,17 @@ class JobProcess:
             delay = self.policy.delay(spec.attempt)
             self._next_spec = spec.with_attempt(spec.attempt + 1)
             self._resubmit_at = time.time() + delay
+            said = str(getattr(exc, "stderr", "") or getattr(exc, "stdout", "") or exc).strip()
             log.warning(
-                "%s: submission refused (attempt %d, transient; trying again in %.0f s as attempt %d): %s",
+                "%s: %s refused the submission (attempt %d): %s; transient, trying again in %.3g s as attempt %d "
+                "(details: %s)",
                 spec.task_id,
+                spec.batch_system,
                 spec.attempt,
+                said.splitlines()[0][:300] if said else "no message",
                 delay,
                 spec.attempt + 1,
-                exc,
+                submit_log or spec.job_dir,
             )
             return
         why = f"after {spec.attempt} tries" if transient else "not retried: asking again would not help"
