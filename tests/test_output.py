@@ -104,7 +104,8 @@ def test_state_changes_have_a_line_each_with_the_reason(twenty: tuple[Path, str,
 
 def test_verbose_shows_luigi_info_once(tmp_path: Path) -> None:
     (tmp_path / "leaves.py").write_text(LEAVES)
-    proc = run_cli(["run", "leaves.py", "All", "--count", "2", "--runtime", "host", "-v", "--no-progress"], cwd=tmp_path)
+    args = ["run", "leaves.py", "All", "--count", "2", "--runtime", "host", "-v", "--no-progress"]
+    proc = run_cli(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     informed = [ln for ln in proc.stderr.splitlines() if "Informed scheduler that task   Leaf_0_" in ln]
     assert len(informed) == 2, proc.stderr  # PENDING and DONE, each once: not luigi's handler and ours

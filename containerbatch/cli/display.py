@@ -161,7 +161,7 @@ class Snapshot:
 
     def eta(self) -> float | None:
         """Seconds until every task has ended, at the pace so far (None: no pace yet)."""
-        if not self.finished or not self.started or self.finished >= self.total:
+        if not self.finished or not self.started or self.finished >= self.total or self.taken - self.started < 1:
             return None
         pace = (self.taken - self.started) / self.finished
         return pace * (self.total - self.finished)
