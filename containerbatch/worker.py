@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import stat
 import sys
 import threading
 import time
@@ -38,6 +37,7 @@ from containerbatch.jobfiles import BadResult
 from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, classify, policy_from_settings
 from containerbatch.run import Run
+from containerbatch.runlog import FAILURE_ATTR
 from containerbatch.spec import JobSpec, Resources
 from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, Reason
 
@@ -51,19 +51,7 @@ STAGE_OUT_WAIT = 30.0
 
 def log_tail(path: str, lines: int = 20) -> str:
     """The last ``lines`` of a log the job wrote; never blocks (a FIFO in its place) nor follows a link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return ""
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return ""
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 16384))
-            return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    return jobfiles.tail_text(path, lines)
 
 
 #: seconds for which a scheduler that did not answer "why did this job end" is not asked again
@@ -97,10 +85,12 @@ class JobProcess:
         self._held_since: float | None = None
         self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
+        self.explanation = ""  # what was reported to luigi (a failure's full message)
         self.submitted_at: float | None = None
         # the submit side's own record of the attempt, never read back from the job folder
         self.absent_outputs: tuple[str, ...] = ()
         self.imported_modules: frozenset[str] = frozenset(sys.modules)
+        self.ended_at: float | None = None  # when the job itself ended (its result, else its marker)
 
     @property
     def key(self) -> str:
@@ -374,8 +364,10 @@ class JobProcess:
                 deps = jobfiles.accept_new_deps(result.new_deps, self.imported_modules)
         except BadResult as exc:
             log.error("%s: the node's result is refused: %s", spec.task_id, exc)
+            self.ended_at = _job_end_time(None, spec.marker_path)
             self._failed(Failure(Reason.BAD_RESULT, str(exc), exit_code))
             return
+        self.ended_at = _job_end_time(result.finished if result is not None else None, spec.marker_path)
         if result is not None and result.status == "success":
             self.journal.update(
                 spec.task_id,
@@ -426,6 +418,7 @@ class JobProcess:
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
         self.failures.append(failure)
+        self.ended_at = self.ended_at or time.time()
         moved = set_aside_partial_outputs(spec, self.absent_outputs, output_paths(self.task))
         self.journal.update(
             spec.task_id,
@@ -434,7 +427,7 @@ class JobProcess:
             reason=failure.reason.value,
             exit_code=failure.exit_code,
             started=started,
-            ended=time.time(),
+            ended=self.ended_at,  # the job's own end, not when the submitter noticed
         )
         if self.policy.should_retry(failure, spec.attempt):
             delay = self.policy.delay(spec.attempt)
@@ -464,19 +457,59 @@ class JobProcess:
             + (f"partial outputs moved to {moved}\n" if moved else "")
             + f"last lines of the log:\n{tail}"
         )
-        log.error("%s", message)
+        log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
 
     def _failed_to_submit(self, exc: ContainerBatchError) -> None:
+        """A refused submission is an attempt too: journal row (no job id), submit.log, a message with its words."""
+        spec = self.spec
         transient = bool(getattr(exc, "transient", False))
         failure = Failure(Reason.SUBMIT_ERROR, str(exc), None)
         self.failures.append(failure)
-        if transient and self.policy.should_retry(failure, self.spec.attempt):
-            self._next_spec = self.spec.with_attempt(self.spec.attempt + 1)
-            self._resubmit_at = time.time() + self.policy.delay(self.spec.attempt)
-            log.warning("%s: submission failed (%s); trying again", self.spec.task_id, exc)
+        self.ended_at = time.time()
+        submit_log = record_submit_error(spec, exc)
+        try:
+            self.journal.record_submit(
+                run_id=spec.run_id,
+                task_id=spec.task_id,
+                task_family=spec.task_family,
+                params=dict(spec.params),
+                attempt=spec.attempt,
+                scheduler=spec.batch_system,
+                runtime=spec.runtime,
+                image=spec.image,
+                job_id=None,
+                job_dir=spec.job_dir,
+                marker_path=spec.marker_path,
+            )
+            self.journal.update(spec.task_id, spec.attempt, state="failed", reason="submit_error", ended=self.ended_at)
+        except Exception:  # the journal's trouble must not hide the scheduler's words
+            log.debug("could not journal the refused submission of %s", spec.task_id, exc_info=True)
+        self.run_ctx.processes[self.key] = self  # the display and the summary see the refused attempt
+        if transient and self.policy.should_retry(failure, spec.attempt):
+            delay = self.policy.delay(spec.attempt)
+            self._next_spec = spec.with_attempt(spec.attempt + 1)
+            self._resubmit_at = time.time() + delay
+            said = str(getattr(exc, "stderr", "") or getattr(exc, "stdout", "") or exc).strip()
+            log.warning(
+                "%s: %s refused the submission (attempt %d): %s; transient, trying again in %.3g s as attempt %d "
+                "(details: %s)",
+                spec.task_id,
+                spec.batch_system,
+                spec.attempt,
+                said.splitlines()[0][:300] if said else "no message",
+                delay,
+                spec.attempt + 1,
+                submit_log or spec.job_dir,
+            )
             return
-        self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+        why = f"after {spec.attempt} tries" if transient else "not retried: asking again would not help"
+        message = (
+            f"{spec.task_id} could not be submitted to {spec.batch_system} (attempt {spec.attempt}, {why}): "
+            f"submit_error\n{exc}\nsubmit log: {submit_log or spec.job_dir}"
+        )
+        log.error("%s", message, extra={FAILURE_ATTR: True})
+        self._report(FAILED, message)
 
     def _resubmit(self) -> None:
         assert self._next_spec is not None
@@ -495,7 +528,41 @@ class JobProcess:
             return
         self.reported = True
         self.outcome = status
+        self.explanation = explanation
         self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
+
+
+def _job_end_time(finished: float | None, marker_path: str) -> float:
+    """When the job ended by its own account: the runner's ``finished``, else the done-marker's time."""
+    if isinstance(finished, (int, float)) and not isinstance(finished, bool) and 0 < finished <= time.time() + 60:
+        return float(finished)
+    try:
+        return os.stat(marker_path).st_mtime
+    except OSError:
+        return time.time()
+
+
+def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
+    """Write what the submit command said (command, exit code, stdout, stderr) to ``<job_dir>/submit.log``."""
+    lines = [f"submission of {spec.task_id} attempt {spec.attempt} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    argv = getattr(exc, "argv", ())
+    if argv:
+        lines.append("command: " + " ".join(str(a) for a in argv))
+    code = getattr(exc, "exit_code", None)
+    if code is not None:
+        lines.append(f"exit code: {code}")
+    lines.append(f"transient: {bool(getattr(exc, 'transient', False))}")
+    lines.append(f"message: {exc}")
+    for name in ("stdout", "stderr"):
+        text = str(getattr(exc, name, "") or "")
+        lines.append(f"--- {name} ---" + ("\n" + text.rstrip() if text.strip() else " (empty)"))
+    path = Path(spec.job_dir) / "submit.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError:
+        return None
+    return str(path)
 
 
 def describe_change(old: Resources, new: Resources) -> str:
@@ -653,10 +720,18 @@ def process(
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
     detailed = bool(build_kwargs.pop("detailed_summary", False))
+    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
+
     try:
-        result = luigi.build(
-            task_list, worker_scheduler_factory=_Factory(run), workers=workers, detailed_summary=True, **build_kwargs
-        )
+        # luigi's log (and ours) into the run's log file, not on the console twice
+        with run_logging(log_path_of(run)), without_luigi_console_logging(build_kwargs):
+            result = luigi.build(
+                task_list,
+                worker_scheduler_factory=_Factory(run),
+                workers=workers,
+                detailed_summary=True,
+                **build_kwargs,
+            )
         ok = _truthful(result, task_list)
         return result if detailed else ok  # type: ignore[no-any-return]
     except KeyboardInterrupt:

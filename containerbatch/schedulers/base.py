@@ -256,9 +256,26 @@ class Scheduler:
         return sorted(self.STATE_MAP)
 
 
-def submit_error(result: CommandResult, transient_markers: Sequence[str], hint: str) -> SubmitError:
-    """A refused submission; transient when the output shows one of ``transient_markers``."""
-    transient = any(marker in result.stdout + result.stderr for marker in transient_markers)
+def submit_error(
+    result: CommandResult,
+    transient_markers: Sequence[str],
+    hint: str,
+    fixes: Sequence[tuple[str, str]] = (),
+) -> SubmitError:
+    """A refused submission; transient when the output shows one of ``transient_markers``.
+
+    ``fixes`` are the scheduler's own refusal words (regular expressions) with
+    the fix for each (a permanent refusal: asking again would not help); the
+    first that matches replaces ``hint``.
+    """
+    import re
+
+    said = result.stdout + result.stderr
+    transient = any(marker in said for marker in transient_markers)
+    for pattern, fix in fixes:
+        if not transient and re.search(pattern, said, re.IGNORECASE):
+            hint = fix
+            break
     return SubmitError(
         f"{result.argv[0]} did not submit the job"
         + ("; the batch system did not answer, retrying may help" if transient else f"; {hint}"),
