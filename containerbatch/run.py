@@ -59,6 +59,10 @@ class Run:
         self.planned: list[JobSpec] = []  # tasks that will run, from preflight (for progress displays)
         self.processes_configured = False  # poller set from the settings of the first job
         self.cancelled_total = 0
+        #: written into every task.json; the runner applies it before importing the workflow
+        self.node_context: dict[str, Any] = {"argv": list(sys.argv)}
+        self.dynamic_rounds: dict[str, tuple[int, int]] = {}  # task id -> (rounds, rounds with deps complete here)
+        self._warned_outside: set[str] = set()
 
     # -- plugins -------------------------------------------------------------
     def scheduler(self, values: dict[str, Any]) -> Scheduler:
@@ -139,8 +143,13 @@ class Run:
                 continue
             spec = self.spec_for(task, with_bundle=False)  # settings and resources are valid
             self.reconcile(spec)
-            if task.complete():
+            try:
+                if task.complete():
+                    continue
+            except Exception as exc:  # luigi reports the task as failed, cleanly; nothing of it is submitted
+                log.error("%s: complete() raised %s: %s", spec.task_id, type(exc).__name__, exc)
                 continue
+            self._warn_outside_binds(task, spec)
             scheduler = self.scheduler(dict(spec.settings))
             ok, detail = scheduler.available()
             if not ok:
@@ -167,6 +176,26 @@ class Run:
             specs.append(spec)
         self.planned = specs
         return specs
+
+    def _warn_outside_binds(self, task: luigi.Task, spec: JobSpec) -> None:
+        """Outputs a container cannot bring back: LocalTarget paths outside every folder bound into it."""
+        from containerbatch.worker import output_paths, outside_binds
+
+        try:
+            paths = output_paths(task)
+        except Exception:
+            return
+        outside = [p for p in outside_binds(spec, paths) if p not in self._warned_outside]
+        if outside:
+            self._warned_outside.update(outside)
+            log.warning(
+                "%s writes %s, outside the folders bound into its container (%s): the file would stay in the "
+                "container and the task fail with outputs_missing. Write under %s, or add the folder to binds.",
+                spec.task_id,
+                ", ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else ""),
+                spec.runtime,
+                spec.working_dir,
+            )
 
     def reconcile(self, spec: JobSpec) -> None:
         """Record in the journal how jobs of an earlier submitter ended while nobody watched.

@@ -27,6 +27,7 @@ from typing import Any
 
 import luigi
 import luigi.interface
+import luigi.task_register
 import luigi.worker
 from luigi.scheduler import DONE, FAILED, PENDING
 from luigi.task import flatten
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 #: seconds a staged job's output archive may trail its done-marker
 STAGE_OUT_WAIT = 30.0
+#: seconds a successful job's outputs may take to show on the submit host (NFS attribute caches)
+OUTPUTS_WAIT = 10.0
+#: rounds a task may report dynamic requirements that are already complete on the submit host
+STALE_DYNAMIC_ROUNDS = 3
 
 
 def log_tail(path: str, lines: int = 20) -> str:
@@ -85,6 +90,7 @@ class JobProcess:
         self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
         self.submitted_at: float | None = None
+        self._outputs_wait_since: float | None = None
 
     @property
     def key(self) -> str:
@@ -156,6 +162,8 @@ class JobProcess:
             "attempt": spec.attempt,
             "run_id": spec.run_id,
             "absent_outputs": [p for p in output_paths(self.task) if not os.path.lexists(p)],
+            # what the node applies before importing the workflow: the submitter's command line, b2luigi settings
+            **self.run_ctx.node_context,
         }
         (Path(spec.job_dir) / "task.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
@@ -239,8 +247,21 @@ class JobProcess:
             self._stage_wait_since = self._stage_wait_since or time.time()
             if time.time() - self._stage_wait_since < STAGE_OUT_WAIT:
                 return True
+        if self._outputs_pending():
+            return True
         self._finish(tracked)
         return not self.reported
+
+    def _outputs_pending(self) -> bool:
+        """A job that reported success but whose outputs are not (yet) visible here: wait a little, without
+        blocking luigi's loop, before calling it outputs_missing."""
+        if self.spec.staged:
+            return False  # the archive is unpacked in _finish, and STAGE_OUT_WAIT already waited for it
+        result = self._read_json("result.json")
+        if result is None or result.get("status") != "success" or not missing_outputs(self.task)[0]:
+            return False
+        self._outputs_wait_since = self._outputs_wait_since or time.time()
+        return time.time() - self._outputs_wait_since < OUTPUTS_WAIT
 
     def _held(self, tracked: TrackedJob) -> bool:
         """A held job is neither running nor failed; after held_timeout, held_action decides."""
@@ -304,6 +325,10 @@ class JobProcess:
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)
         if result is not None and result.get("status") == "success":
+            missing, error = missing_outputs(self.task)
+            if missing or error:
+                self._failed(self._outputs_missing(missing, error, exit_code), started=result.get("started"))
+                return
             self.journal.update(
                 spec.task_id,
                 spec.attempt,
@@ -319,6 +344,10 @@ class JobProcess:
                 spec.task_id, spec.attempt, state="new_deps", exit_code=exit_code, ended=result.get("finished")
             )
             deps = [tuple(d) for d in result.get("new_deps", [])]
+            stuck = self._dynamic_rounds_exceeded(deps)
+            if stuck is not None:
+                self._failed(stuck, started=result.get("started"))
+                return
             self._report(PENDING, "", new_deps=deps)
             return
         status = tracked.status
@@ -342,6 +371,51 @@ class JobProcess:
             stderr_tail=log_tail(spec.stderr_path, 5),
         )
         self._failed(failure, started=(result or {}).get("started"))
+
+    def _outputs_missing(self, missing: list[str], error: str, exit_code: int | None) -> Failure:
+        """The job said success, but luigi's own check says the task is not complete here: say what and why."""
+        detail = (
+            f"the job reported success, but {self.spec.task_id} is not complete on the submit host: "
+            + (f"complete() raised {error}" if error else "missing " + ", ".join(missing[:10]))
+            + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            + ". "
+            + outputs_hint(self.spec, missing)
+        )
+        return Failure(Reason.OUTPUTS_MISSING, detail, exit_code)
+
+    def _dynamic_rounds_exceeded(self, deps: list[tuple[Any, ...]]) -> Failure | None:
+        """Stop a task whose dynamic requirements never become complete for it (bounded rounds)."""
+        rounds = self.run_ctx.dynamic_rounds
+        total, stale = rounds.get(self.spec.task_id, (0, 0))
+        total += 1
+        requirements = []
+        for _module, family, params in (d[:3] for d in deps if len(d) >= 3):
+            try:
+                requirements.append(luigi.task_register.Register.get_task_cls(family).from_str_params(params))
+            except Exception:  # the worker reports an unloadable requirement itself
+                requirements = []
+                break
+        complete_here = bool(requirements) and all(_complete(r) for r in requirements)
+        stale = stale + 1 if complete_here else 0
+        rounds[self.spec.task_id] = (total, stale)
+        limit = int(self.spec.settings.get("max_dynamic_rounds") or 0)
+        if stale >= STALE_DYNAMIC_ROUNDS:
+            paths = sorted({p for r in requirements for p in output_paths(r)})
+            detail = (
+                f"{self.spec.task_id} asked {stale} times in a row for requirements that are complete on the submit "
+                f"host ({', '.join(r.task_id for r in requirements[:5])}): the job does not see their outputs"
+                + (f" ({', '.join(paths[:5])})" if paths else "")
+                + ". "
+                + outputs_hint(self.spec, paths)
+            )
+            return Failure(Reason.OUTPUTS_MISSING, detail, None)
+        if limit and total > limit:
+            detail = (
+                f"{self.spec.task_id} yielded new requirements {total} times (max_dynamic_rounds={limit}); "
+                "raise the setting max_dynamic_rounds if the task really needs more rounds"
+            )
+            return Failure(Reason.OUTPUTS_MISSING, detail, None)
+        return None
 
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
@@ -447,6 +521,68 @@ def output_paths(task: luigi.Task) -> list[str]:
         if isinstance(path, str) and isinstance(target, luigi.LocalTarget):
             paths.append(os.path.abspath(path))
     return paths
+
+
+def _complete(task: luigi.Task) -> bool:
+    try:
+        return bool(task.complete())
+    except Exception:
+        return False
+
+
+def missing_outputs(task: luigi.Task) -> tuple[list[str], str]:
+    """luigi's own check of ``task``: ([], "") when complete, else (what does not exist, or complete()'s error)."""
+    try:
+        if task.complete():
+            return [], ""
+    except Exception as exc:
+        return [], f"{type(exc).__name__}: {exc}"
+    missing = []
+    for target in flatten(task.output()):
+        try:
+            exists = target.exists()
+        except Exception:
+            exists = False
+        if not exists:
+            path = getattr(target, "path", None)
+            local = isinstance(target, luigi.LocalTarget) and isinstance(path, str)
+            missing.append(os.path.abspath(str(path)) if local else str(path or target))
+    return missing or [f"(complete() of {task.task_family} returned False)"], ""
+
+
+def bound_folders(spec: JobSpec) -> list[str]:
+    """Host folders a job of ``spec`` can write to: the whole filesystem for runtime host, else the binds."""
+    if spec.runtime == "host":
+        return ["/"]
+    from containerbatch.runtimes.base import Runtime
+
+    return [b.src for b in Runtime.binds(spec) if not b.read_only]
+
+
+def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
+    """The ``paths`` that lie outside every folder bound writable into the job's container."""
+    folders = [f.rstrip("/") + "/" for f in bound_folders(spec)]
+    return [p for p in paths if p.startswith("/") and not any((p.rstrip("/") + "/").startswith(f) for f in folders)]
+
+
+def outputs_hint(spec: JobSpec, missing: list[str]) -> str:
+    """Why outputs may be missing on the submit host, most likely cause first."""
+    outside = outside_binds(spec, missing)
+    hints = []
+    if outside:
+        hints.append(
+            f"{', '.join(outside[:3])} lie outside the folders bound into the container ({spec.runtime}), so what the "
+            "task wrote there stayed in the container: write under the working directory or result_dir, or add the "
+            "folder to the setting binds"
+        )
+    hints.append(
+        'settings or paths that the submitting script sets only inside `if __name__ == "__main__":`, or derives '
+        "from its command line or current folder, differ on the node (set them at module level or in settings.json)"
+    )
+    if spec.batch_system == "htcondor" and not spec.staged:
+        hints.append("without a shared filesystem on the nodes, set transfer_files")
+    hints.append(f"see the job's stderr in {spec.job_dir}")
+    return "Possible causes: " + "; ".join(hints) + "."
 
 
 def set_aside_partial_outputs(spec: JobSpec) -> str | None:
