@@ -653,7 +653,9 @@ def process(
     workers:
         How many jobs may be in flight at once; costs no process per job.
     build_kwargs:
-        Passed on to ``luigi.build`` (``local_scheduler`` defaults to True).
+        Passed on to ``luigi.build``. ``local_scheduler`` defaults to True unless a central scheduler is named
+        (``scheduler_host``, ``scheduler_port`` or ``scheduler_url``): then several submitters can share one
+        ``luigid``.
 
     Returns
     -------
@@ -668,7 +670,8 @@ def process(
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     run = run or Run()
     run.preflight(task_list)
-    build_kwargs.setdefault("local_scheduler", True)
+    if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
+        build_kwargs.setdefault("local_scheduler", True)
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
