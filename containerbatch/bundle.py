@@ -100,6 +100,8 @@ def ensure_bundle(state_dir: str | os.PathLike[str]) -> str:
                     or (parts[0].endswith((".dist-info", ".egg-info")) and parts[-1] not in _METADATA)
                     or "__pycache__" in parts
                     or str(file).endswith(_SKIP_SUFFIXES)
+                    or ".so." in parts[-1]  # versioned shared libraries (xrootd.libs/libXrdCl.so.3)
+                    or parts[0].endswith(".libs")
                 ):
                     continue
                 source = Path(str(dist.locate_file(file)))

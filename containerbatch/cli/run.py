@@ -8,12 +8,24 @@ from dataclasses import replace
 from typing import Any
 
 import typer
+from luigi.cmdline_parser import CmdlineParser
 
 from containerbatch import jobscript, settings
 from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, build_task, err, out
 from containerbatch.spec import SCRATCH
 
 TASK_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+#: luigi options that name a central scheduler (luigid) instead of the local one
+CENTRAL_SCHEDULER = ("--scheduler-host", "--scheduler-port", "--scheduler-url")
+
+
+def luigi_options(task_args: list[str]) -> dict[str, Any]:
+    """What process() must know of luigi's options: a central scheduler named on the command line means no
+    local scheduler (luigi reads the address itself)."""
+    named = {arg.split("=", 1)[0] for arg in task_args}
+    if named & set(CENTRAL_SCHEDULER) and "--local-scheduler" not in named:
+        return {"local_scheduler": False}
+    return {}
 
 
 def _apply_overrides(image: str | None, runtime: str | None, batch_system: str | None) -> None:
@@ -69,12 +81,16 @@ def register(app: typer.Typer) -> None:
         _apply_overrides(image, runtime, batch_system)
         task = build_task(workflow, list(ctx.args))
         run_ctx = Run()
+        kwargs = luigi_options(list(ctx.args))
         try:
-            if progress and not as_json:
-                with ProgressDisplay(run_ctx, console=out):
-                    ok = process([task], workers=workers, run=run_ctx)
-            else:
-                ok = process([task], workers=workers, run=run_ctx)
+            # luigi's own options after the task (--worker-keep-alive, --scheduler-host ...) stay in force
+            # while luigi builds: its config classes read them from the active command-line parser
+            with CmdlineParser.global_instance(list(ctx.args)):
+                if progress and not as_json:
+                    with ProgressDisplay(run_ctx, console=out):
+                        ok = process([task], workers=workers, run=run_ctx, **kwargs)
+                else:
+                    ok = process([task], workers=workers, run=run_ctx, **kwargs)
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         if as_json:
