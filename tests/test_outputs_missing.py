@@ -60,7 +60,7 @@ def test_success_without_outputs_is_outputs_missing_with_paths_and_hint(workdir:
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "outputs_missing" in proc.stderr
     assert f"missing {workdir / 'results' / 'main-block' / 'out.txt'}" in proc.stderr
-    assert "`if __name__ == \"__main__\":`" in proc.stderr  # the hint names the likely cause
+    assert '`if __name__ == "__main__":`' in proc.stderr  # the hint names the likely cause
     assert (workdir / "results" / "node-side" / "out.txt").exists()  # where the node wrote it
     journal = sqlite3.connect(workdir / ".containerbatch" / "journal.sqlite")
     rows = journal.execute("SELECT attempt, state, reason FROM attempts").fetchall()
