@@ -531,9 +531,12 @@ def _complete(task: luigi.Task) -> bool:
 
 
 def missing_outputs(task: luigi.Task) -> tuple[list[str], str]:
-    """luigi's own check of ``task``: ([], "") when complete, else (what does not exist, or complete()'s error)."""
+    """luigi's own check of ``task``: ([], "") when complete, else (what does not exist, or complete()'s error).
+
+    A task without outputs is done once it ran, as in luigi (its complete() says False forever).
+    """
     try:
-        if task.complete():
+        if not flatten(task.output()) or task.complete():
             return [], ""
     except Exception as exc:
         return [], f"{type(exc).__name__}: {exc}"

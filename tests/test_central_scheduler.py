@@ -106,7 +106,7 @@ def test_two_submitters_share_one_luigid(workdir: Path, luigid: int) -> None:
         for name in ("a", "b")
     ]
     outputs = [p.communicate(timeout=300) for p in submitters]
-    for proc, (_out, err) in zip(submitters, outputs):
+    for proc, (_out, err) in zip(submitters, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
     assert (workdir / "results" / "top-a.txt").read_text() == "a"
     assert (workdir / "results" / "top-b.txt").read_text() == "b"
