@@ -33,7 +33,7 @@ from luigi.scheduler import DONE, FAILED, PENDING
 from luigi.task import flatten
 
 from containerbatch import staging
-from containerbatch.errors import ContainerBatchError, SchedulerError
+from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerError
 from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, Reason, classify, policy_from_settings
 from containerbatch.run import ACTIVE_STATES, Run
@@ -644,6 +644,42 @@ class _Factory(luigi.interface._WorkerSchedulerFactory):
         return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)
 
 
+#: b2luigi's process() arguments that containerbatch.process takes too (they never reach luigi.build)
+B2LUIGI_ACCEPTED = ("batch", "ignore_additional_command_line_args")
+#: b2luigi's process() arguments that only containerbatch.b2luigi.process implements
+B2LUIGI_ONLY = ("show_output", "test", "remove", "remove_only", "auto_confirm", "keep_tasks", "batch_runner")
+
+
+def b2luigi_arguments(build_kwargs: dict[str, Any], tasks: list[luigi.Task]) -> bool:
+    """Take b2luigi's process() arguments out of ``build_kwargs``; True when ``dry_run`` asked for a dry run
+    (done here: the tasks that would run are printed, nothing is submitted)."""
+    for name in B2LUIGI_ACCEPTED:
+        build_kwargs.pop(name, None)
+    refused = [n for n in B2LUIGI_ONLY if build_kwargs.pop(n, None)]
+    if refused:
+        raise ConfigError(
+            f"process() argument(s) {', '.join(refused)} are b2luigi's: use `import containerbatch.b2luigi as "
+            "b2luigi` and b2luigi.process(...), which does what b2luigi does with them"
+        )
+    if not build_kwargs.pop("dry_run", False):
+        return False
+    from containerbatch.run import walk
+
+    pending = []
+    for task in walk(tasks):
+        try:
+            complete = task.complete()
+        except Exception as exc:
+            print(f"{task.task_id}: complete() raised {exc!r}")
+            continue
+        if not complete:
+            pending.append(task)
+    for task in sorted(pending, key=lambda t: t.task_id):
+        print(f"Would run {task}")
+    print(f"In total {len(pending)}" if pending else "All tasks are finished!")
+    return True
+
+
 def process(
     tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None, **build_kwargs: Any
 ) -> bool:
@@ -656,7 +692,10 @@ def process(
     workers:
         How many jobs may be in flight at once; costs no process per job.
     build_kwargs:
-        Passed on to ``luigi.build``. ``local_scheduler`` defaults to True unless a central scheduler is named
+        b2luigi's ``batch`` and ``ignore_additional_command_line_args`` are accepted (every task is a batch
+        job here); ``dry_run=True`` prints the tasks that would run and submits nothing; b2luigi's other
+        arguments are refused with a pointer to ``containerbatch.b2luigi``.  The rest is passed on to
+        ``luigi.build``. ``local_scheduler`` defaults to True unless a central scheduler is named
         (``scheduler_host``, ``scheduler_port`` or ``scheduler_url``): then several submitters can share one
         ``luigid``.
 
@@ -671,6 +710,8 @@ def process(
         Before anything is submitted, when a setting, image or scheduler is wrong.
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    if b2luigi_arguments(build_kwargs, task_list):
+        return True  # dry_run: nothing submitted
     run = run or Run()
     run.preflight(task_list)
     if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
