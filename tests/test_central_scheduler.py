@@ -115,3 +115,42 @@ def test_two_submitters_share_one_luigid(workdir: Path, luigid: int) -> None:
     # and luigid scheduled all three (with a local scheduler each, luigid would know none of them)
     done = task_list(luigid, "DONE")
     assert sorted(v["name"] for v in done.values()) == ["Shared", "Top", "Top"], done
+
+
+B2LUIGI_WORKFLOW = """
+import containerbatch.b2luigi as b2luigi
+
+
+class Numbered(b2luigi.Task):
+    n = b2luigi.IntParameter()
+
+    def output(self):
+        yield self.add_to_output("n.txt")
+
+    def run(self):
+        with open(self.get_output_file_name("n.txt"), "w") as f:
+            f.write(str(self.n))
+
+
+if __name__ == "__main__":
+    b2luigi.set_setting("result_dir", "results")
+    b2luigi.set_setting("batch_system", "local")
+    b2luigi.set_setting("runtime", "host")
+    b2luigi.process([Numbered(n=i) for i in range(2)], workers=2)
+"""
+
+
+def test_b2luigi_scheduler_host_flag_reaches_luigid(workdir: Path, luigid: int) -> None:
+    pytest.importorskip("b2luigi")
+    (workdir / "b2wf.py").write_text(B2LUIGI_WORKFLOW)
+    proc = subprocess.run(
+        [sys.executable, "b2wf.py", "--batch", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(v["name"] for v in task_list(luigid, "DONE").values()) == ["Numbered", "Numbered"]
+    assert len(list((workdir / "logs").rglob("result.json"))) == 2  # submitted through containerbatch

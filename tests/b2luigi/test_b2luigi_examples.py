@@ -144,6 +144,14 @@ def test_dry_run_and_other_modes_submit_nothing(tmp_path: Path) -> None:
     assert removed.returncode == 0, removed.stderr
     assert sorted(written(folder, "quickstart.py")) == [f"results/some_parameter={i}/output_file.txt" for i in range(4)]
     assert sorted((folder / "logs").rglob("result.json")) == jobs  # nothing was submitted by --remove-only
+    tested = run_script(folder, "quickstart.py", ["--batch", "--test"])  # b2luigi's test mode: runs right here
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert len(written(folder, "quickstart.py")) == 5
+    assert sorted((folder / "logs").rglob("result.json")) == jobs  # still nothing submitted
+    removed = run_script(folder, "quickstart.py", ["--batch", "--remove", "MyNumberTask", "-y"])
+    assert removed.returncode == 0, removed.stderr
+    assert written(folder, "quickstart.py") == {}  # the task and everything that depends on it
+    assert sorted((folder / "logs").rglob("result.json")) == jobs
 
 
 def test_without_batch_b2luigi_runs_locally(tmp_path: Path) -> None:
