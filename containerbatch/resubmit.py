@@ -159,6 +159,13 @@ def classify(
         )
     if exit_code is not None and exit_code in (143, 130, 129) or status.native == "cancelled":
         return Failure(Reason.CANCELLED, f"the job was terminated by a signal (exit {exit_code})", exit_code)
+    if result is None and exit_code in _CRASH_SIGNALS:
+        return Failure(
+            Reason.TASK_ERROR,
+            f"the task crashed with {_CRASH_SIGNALS[exit_code]} (exit {exit_code}) before it could write its result; "
+            "see stderr (a crash in compiled code the task calls is not retried)",
+            exit_code,
+        )
     if status.state == JobState.FAILED and exit_code is None:
         return Failure(Reason.NODE_FAILURE, _explain(status) or "the job failed without exit code", exit_code)
     return Failure(Reason.LOST, f"the job ended (exit {exit_code}) without writing its result file", exit_code)
@@ -167,6 +174,9 @@ def classify(
 def _explain(status: JobStatus) -> str:
     return f"{status.native}{': ' + status.reason if status.reason else ''}"
 
+
+#: exit 128+N of a process killed by a crash signal: the task's own fault, not the infrastructure's
+_CRASH_SIGNALS = {132: "SIGILL", 133: "SIGTRAP", 134: "SIGABRT", 135: "SIGBUS", 136: "SIGFPE", 139: "SIGSEGV"}
 
 _MISSING_MODULE = re.compile(r"No module named '?(containerbatch|luigi)[.'\s]")
 
