@@ -125,9 +125,7 @@ class JobProcess:
         )
         self.job_id = row.job_id
         self.submitted_at = row.submitted
-        attach = getattr(self.scheduler, "attach", None)
-        if callable(attach):
-            attach(row.job_id, self.spec.script_path)
+        self.scheduler.attach(row.job_id, self.spec.script_path)
         self._track()
         log.info(
             "%s: re-attached to %s job %s (attempt %d, submitted by run %s); not submitting it again",
@@ -159,9 +157,7 @@ class JobProcess:
         }
         (Path(spec.job_dir) / "task.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
-        prepare = getattr(runtime, "prepare_image", None)
-        if prepare is not None:  # dynamic dependencies never went through preflight
-            prepare(spec)
+        runtime.prepare_image(spec)  # dynamic dependencies never went through preflight
         script, _command, submit_file = self.run_ctx.render(spec)
         Path(spec.script_path).write_text(script)
         os.chmod(spec.script_path, 0o755)
@@ -270,7 +266,7 @@ class JobProcess:
             log.error("%s: could not %s held job %s: %s", self.spec.task_id, action, self.job_id, exc)
             return True
         self.run_ctx.poller.forget(self.key)
-        failure = classify(None, tracked.status, None, runtime=self.spec.runtime)
+        failure = classify(None, tracked.status, None, scheduler=self.scheduler, runtime=self.spec.runtime)
         self._failed(failure)
         return not self.reported
 
@@ -335,6 +331,7 @@ class JobProcess:
             result,
             status,
             exit_code,
+            scheduler=self.scheduler,
             oom_killed=oom,
             memory_limited=spec.resources.memory_mb is not None,
             cancelled=(Path(spec.job_dir) / "cancelled").exists(),
