@@ -64,6 +64,8 @@ class LocalScheduler(BaseScheduler):
             proc = self._procs.get(job_id)
             if proc is not None:
                 code = proc.poll()
+                if code is not None and code < 0:
+                    code = 128 - code  # killed by a signal: the shell's view (SIGTERM: 143), as job.sh reports it
                 if code is None:
                     states[job_id] = JobStatus(JobState.RUNNING, "running")
                 else:
