@@ -30,6 +30,7 @@ class FakeContract(SchedulerContract):
 
     status_tool = ""
     runtimes = ("host", DOCKER)
+    workflow_env = {"CB_FAKE_PEND_SECONDS": "2"}  # the two Work jobs are in flight together
 
     def environment(self, tmp_path: Path) -> dict[str, str]:
         state = tmp_path / "fake-state"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 from collections.abc import Sequence
 
 from containerbatch import helpers
@@ -125,7 +126,8 @@ class LSFScheduler(Scheduler):
         if res.gpus:
             argv += ["-gpu", f"num={res.gpus}"]
         argv += [str(a) for a in spec.settings.get("lsf_extra_args") or []]
-        return [*argv, spec.script_path]
+        # LSF runs the command through a shell on the node: a path with blanks must be quoted for it
+        return [*argv, shlex.quote(spec.script_path)]
 
     def parse_submit(self, result: CommandResult) -> str:
         match = _SUBMITTED.search(result.stdout)

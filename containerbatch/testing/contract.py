@@ -8,6 +8,7 @@ say where its commands are and what it can show.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -41,7 +42,7 @@ class KitJob(luigi.Task):
 
 
 #: the end-to-end workflow: Prepare runs locally (batch_system on the task), Work x2 and Combine on the plugin
-WORKFLOW = '''
+WORKFLOW = """
 import os
 import time
 
@@ -108,7 +109,7 @@ class Echo(luigi.Task):
             raise RuntimeError("the task failed on purpose")
         with self.output().open("w") as handle:
             handle.write(self.name)
-'''
+"""
 
 #: what a hostile job name tries (a shell or directive parser that reads it runs `touch SENTINEL`)
 HOSTILE_NAME = "cb x'\"; $(touch {sentinel}) `touch {sentinel}` #c\\ \\n%j $HOME"
@@ -117,7 +118,7 @@ HOSTILE_NAME = "cb x'\"; $(touch {sentinel}) `touch {sentinel}` #c\\ \\n%j $HOME
 HOSTILE_OUTPUTS = (
     "",
     "\n\n",
-    "\x00\x1b[0m<html><head><title>502 Bad Gateway</title></head>\n{\"COMMAND\":\"bjo\n",
+    '\x00\x1b[0m<html><head><title>502 Bad Gateway</title></head>\n{"COMMAND":"bjo\n',
     "{",
     "[]",
     "null",
@@ -318,6 +319,9 @@ class SchedulerContract:
         Where the working directory goes (default ``tmp_path / "work dir"``, a blank in the path on purpose).
     ``job_timeout``
         Seconds a trivial job may take from submission to its end.
+    ``workflow_env``
+        Extra environment of the end-to-end workflow run (e.g. a fake told to keep jobs pending a while,
+        so that the status calls are seen).
     ``runtimes``
         Runtime cases of the end-to-end workflow test: names or ``pytest.param(name, [extra CLI args])``.
     ``status_calls(harness)``
@@ -332,6 +336,7 @@ class SchedulerContract:
     shared: ClassVar[bool] = False
     job_timeout: ClassVar[float] = 120.0
     runtimes: ClassVar[tuple[Any, ...]] = ("host",)
+    workflow_env: ClassVar[dict[str, str]] = {}
 
     def environment(self, tmp_path: Path) -> dict[str, str]:
         return {}
@@ -351,8 +356,9 @@ class SchedulerContract:
             cases = [c if hasattr(c, "values") else pytest.param((c, []), id=c) for c in self.runtimes]
             metafunc.parametrize("runtime_case", cases)
 
-    @pytest.fixture
-    def kit(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    @contextlib.contextmanager
+    def harness(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+        """The :class:`Harness` of one test (also for a plugin's own tests outside this class)."""
         assert self.scheduler, f"{type(self).__name__} must set scheduler = '<plugin name>'"
         root = self.workdir(tmp_path)
         root.mkdir(parents=True, exist_ok=True)
@@ -368,9 +374,16 @@ class SchedulerContract:
         for key, value in extra.items():
             monkeypatch.setenv(key, value)
         harness = Harness(root, env, self.scheduler, shared=self.shared)
-        yield harness
-        harness.cancel_leftovers()
-        self.cleanup(harness)
+        try:
+            yield harness
+        finally:
+            harness.cancel_leftovers()
+            self.cleanup(harness)
+
+    @pytest.fixture
+    def kit(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+        with self.harness(tmp_path, monkeypatch) as harness:
+            yield harness
 
     # -- the plugin itself --------------------------------------------------------------------------
     def test_plugin_loads_and_is_valid(self, kit: Harness) -> None:
@@ -434,7 +447,9 @@ class SchedulerContract:
                         except SchedulerError:
                             continue
                         except Exception as exc:  # noqa: BLE001 - the point of the test
-                            pytest.fail(f"{name} raised {type(exc).__name__}: {exc} on {stream} {text[:80]!r} exit {code}")
+                            pytest.fail(
+                                f"{name} raised {type(exc).__name__}: {exc} on {stream} {text[:80]!r} exit {code}"
+                            )
                         if name == "parse_submit":
                             assert isinstance(answer, str) and answer and "\n" not in answer, answer
                         else:
@@ -527,7 +542,8 @@ class SchedulerContract:
         runtime, extra = runtime_case
         tasks = kit.write_workflow()
         proc = kit.cli(
-            ["run", tasks, "Combine", "--batch-system", self.scheduler, "--runtime", runtime, *extra, "--workers", "3"]
+            ["run", tasks, "Combine", "--batch-system", self.scheduler, "--runtime", runtime, *extra, "--workers", "3"],
+            env=self.workflow_env,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert (kit.root / "results" / "combined_2.txt").read_text() == "2 parts, total 12\n"
