@@ -122,7 +122,12 @@ class SGEScheduler(Scheduler):
             "Complex that carries memory (qsub -l NAME=…M); per slot, so the request is divided by the cpus.",
         ),
         plugin_setting("sge_gpu_resource", "str", "gpu", "Complex that carries gpus (qsub -l NAME=N)."),
-        plugin_setting("sge_extra_args", "list[str]", [], "Extra qsub options, each item a word starting with '-'."),
+        plugin_setting(
+            "sge_extra_args",
+            "list[str]",
+            [],
+            'Extra qsub options, one word per item, values as their own items (e.g. ["-P", "myproject"]).',
+        ),
     )
 
     def __init__(self, settings: dict[str, object] | None = None) -> None:
@@ -143,9 +148,22 @@ class SGEScheduler(Scheduler):
         for what, value in (("queue", res.queue), ("account", res.account)):
             if value is not None and _LINE.search(value):
                 raise ConfigError(f"{what} {value!r} has a line break", setting="resources", task=spec.task_id)
-        for item in helpers.extra_args(spec, "sge_extra_args", "qsub"):
+        for item in self._extra(spec):
             if _LINE.search(item):
                 raise ConfigError(f"{item!r} has a line break", setting="sge_extra_args", task=spec.task_id)
+
+    @staticmethod
+    def _extra(spec: JobSpec) -> list[str]:
+        """sge_extra_args: options with their values as separate words, so only the first must be an option."""
+        items = [str(item) for item in spec.settings.get("sge_extra_args") or []]
+        if items and not items[0].startswith("-"):
+            raise ConfigError(
+                f"sge_extra_args must start with a qsub option ('-…'), not {items[0]!r}; a stray word would "
+                "become the job script",
+                setting="sge_extra_args",
+                task=spec.task_id,
+            )
+        return items
 
     def submit_argv(self, spec: JobSpec) -> list[str]:
         self.check(spec)
@@ -182,7 +200,7 @@ class SGEScheduler(Scheduler):
             ],
             gpus=lambda n: ["-l", f"{settings.get('sge_gpu_resource') or 'gpu'}={n}"],
         )
-        argv += helpers.extra_args(spec, "sge_extra_args", "qsub")
+        argv += self._extra(spec)
         return [*argv, spec.script_path]
 
     def parse_submit(self, result: CommandResult) -> str:
