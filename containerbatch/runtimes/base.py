@@ -88,6 +88,8 @@ class Runtime(abc.ABC):
 
     def available(self) -> tuple[bool, str]:
         """Whether the engine is usable here (its client answers with a version), and a line for `doctor`."""
+        if not self.binaries:
+            return True, f"{self.name}: needs no client"
         binary = self.binary()
         if binary is None:
             return False, self.missing_message()
