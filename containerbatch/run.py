@@ -203,9 +203,7 @@ class Run:
                         f"runtime {spec.runtime!r} is not usable: {detail}", setting="runtime", task=spec.task_id
                     )
                 runtime.preflight(spec)
-                prepare = getattr(runtime, "prepare_image", None)
-                if prepare is not None:
-                    prepare(spec)  # e.g. a remote image converted once into image_cache
+                runtime.prepare_image(spec)  # e.g. a remote image converted once into image_cache
                 self._checked_images.add((spec.runtime, spec.image))
             specs.append(spec)
         self.planned = specs

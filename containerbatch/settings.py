@@ -24,7 +24,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
@@ -196,10 +196,48 @@ class Setting:
     help: str
     type_name: str
     group: str = "general"
+    #: who declared it: "" for the core, else e.g. "scheduler plugin 'sge'"
+    owner: str = ""
 
     @property
     def env_var(self) -> str:
         return ENV_PREFIX + self.name.upper()
+
+
+#: converters a plugin's setting may use (each raises TypeError for a bad value)
+CONVERTERS: dict[str, Callable[[Any], Any]] = {}
+
+
+def plugin_setting(
+    name: str, type_name: str, default: Any, help: str, convert: Callable[[Any], Any] | None = None, group: str = ""
+) -> Setting:
+    """A setting a plugin declares in its ``SETTINGS``: typed, with help, joining the one settings table.
+
+    Parameters
+    ----------
+    name:
+        ``<plugin name>_<what>`` (checked when the plugin loads).
+    type_name:
+        One of ``str``, ``str?`` (may be unset), ``int``, ``int?``, ``float``, ``float?``, ``bool``,
+        ``list[str]``, ``dict``, ``dict[str,str]``, or ``choice:a|b|c``; it picks the converter
+        unless ``convert`` is given, and shows in the docs and ``doctor``.
+    default:
+        The value when nothing sets it (validated by the converter when the plugin loads).
+    help:
+        One sentence for the settings page.
+    group:
+        Section of the settings page; default the plugin kind's (``scheduler`` or ``runtime``).
+    """
+    if convert is None:
+        if type_name.startswith("choice:"):
+            convert = _choice(*type_name[len("choice:") :].split("|"))
+            type_name = "str"
+        elif type_name in CONVERTERS:
+            convert = CONVERTERS[type_name]
+            type_name = type_name.rstrip("?")
+        else:
+            raise ConfigError(f"setting {name!r}: unknown type {type_name!r}; use one of {', '.join(CONVERTERS)}")
+    return Setting(name, convert, default, help, type_name, group)
 
 
 def _s(
@@ -509,6 +547,53 @@ DEFINITIONS: dict[str, Setting] = {
     ]
 }
 
+CONVERTERS.update(
+    {
+        "str": _as_str,
+        "str?": _as_opt_str,
+        "int": _as_int,
+        "int?": _as_opt_int,
+        "float": _as_float,
+        "float?": _as_opt_float,
+        "bool": _as_bool,
+        "list[str]": _as_str_list,
+        "dict": _as_dict,
+        "dict[str,str]": _as_str_dict,
+    }
+)
+#: the core's own settings (a plugin may not redefine them)
+BUILTIN_NAMES = frozenset(DEFINITIONS)
+
+
+def register_settings(settings: Any, owner: str) -> None:
+    """Add a plugin's declared settings to :data:`DEFINITIONS` (ConfigError on a clash or a bad default)."""
+    group = "runtime" if owner.startswith("runtime") else "scheduler"
+    for setting in settings:
+        known = DEFINITIONS.get(setting.name)
+        if known is not None and known.owner != owner:
+            raise ConfigError(f"{owner} declares setting {setting.name!r}, already defined by {known.owner or 'core'}")
+        if setting.default is not None:
+            try:
+                setting.convert(setting.default)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{owner}: the default of setting {setting.name!r} is not valid: {exc}") from None
+        DEFINITIONS[setting.name] = replace(setting, group=setting.group or group, owner=owner)
+
+
+def unregister_plugin_settings() -> None:
+    """Drop every plugin-declared setting (tests)."""
+    for name in [n for n, s in DEFINITIONS.items() if s.owner]:
+        del DEFINITIONS[name]
+
+
+def _with_plugins(name: str | None = None) -> None:
+    """Make sure plugin settings are in the table before ``name`` (None: all) is judged unknown."""
+    if name is None or name not in DEFINITIONS:
+        from containerbatch import plugins  # imports only the standard library until a plugin loads
+
+        plugins.load_settings()
+
+
 # -- b2luigi compatibility ----------------------------------------------------
 # A b2luigi settings.json, set_setting() and task attributes carry over: keys
 # with an equivalent here are translated (below), keys b2luigi itself reads on
@@ -615,6 +700,7 @@ def set_setting(name: str, value: Any) -> None:
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"a setting's name is a non-empty string, not {name!r}")
+    _with_plugins(name)
     note_custom(name, "set_setting()")
     with _lock:
         _set_settings[name] = value
@@ -663,6 +749,7 @@ def load_settings_files(
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a JSON object of setting names to values.")
         for key, value in data.items():
+            _with_plugins(str(key))
             note_custom(str(key), str(path))
             merged[str(key)] = (value, str(path))
     return merged
@@ -674,6 +761,7 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
     for key in environ:
         if key.startswith(ENV_PREFIX):
             name = key[len(ENV_PREFIX) :].lower()
+            _with_plugins(name)
             if name not in DEFINITIONS:
                 raise _unknown(name, f"environment variable {key}")
 
@@ -714,6 +802,7 @@ class SettingsResolver:
 
     def resolve(self, name: str, task: Any = None) -> Resolved:
         """Find ``name`` for ``task`` along the lookup chain and validate it."""
+        _with_plugins(name)
         definition = DEFINITIONS.get(name)
         if definition is None:
             raw, source = self.lookup(name, task)
@@ -821,7 +910,8 @@ class SettingsResolver:
         return raw, source
 
     def all(self, task: Any = None) -> Iterator[Resolved]:
-        for name in DEFINITIONS:
+        _with_plugins()
+        for name in list(DEFINITIONS):
             yield self.resolve(name, task)
 
     def values(self, task: Any = None) -> dict[str, Any]:

@@ -146,9 +146,7 @@ class JobProcess:
         )
         self.job_id = row.job_id
         self.submitted_at = row.submitted
-        attach = getattr(self.scheduler, "attach", None)
-        if callable(attach):
-            attach(row.job_id, self.spec.script_path)
+        self.scheduler.attach(row.job_id, self.spec.script_path)
         self._track()
         log.info(
             "%s: re-attached to %s job %s (attempt %d, submitted by run %s); not submitting it again",
@@ -222,9 +220,7 @@ class JobProcess:
         info = self._task_info(spec)
         (Path(spec.job_dir) / jobfiles.TASK).write_text(json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
-        prepare = getattr(runtime, "prepare_image", None)
-        if prepare is not None:  # dynamic dependencies never went through preflight
-            prepare(spec)
+        runtime.prepare_image(spec)  # dynamic dependencies never went through preflight
         script, _command, submit_file = self.run_ctx.render(spec)
         for name, text in self.run_ctx.private_files(spec).items():
             jobfiles.write_private(str(Path(spec.job_dir) / name), text)
@@ -359,7 +355,7 @@ class JobProcess:
             log.error("%s: could not %s held job %s: %s", self.spec.task_id, action, self.job_id, exc)
             return True
         self.run_ctx.poller.forget(self.key)
-        failure = classify(None, tracked.status, None, runtime=self.spec.runtime)
+        failure = classify(None, tracked.status, None, scheduler=self.scheduler, runtime=self.spec.runtime)
         self._failed(failure)
         return not self.reported
 
@@ -423,6 +419,7 @@ class JobProcess:
             result.as_dict() if result is not None else None,
             status,
             exit_code,
+            scheduler=self.scheduler,
             oom_killed=oom,
             memory_limited=spec.resources.memory_mb is not None,
             cancelled=os.path.lexists(Path(spec.job_dir) / jobfiles.CANCELLED),

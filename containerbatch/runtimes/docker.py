@@ -27,6 +27,11 @@ class DockerRuntime(Runtime):
     version_args: ClassVar[tuple[str, ...]] = ("version", "--format", "{{.Server.Version}}")
     failure_hint: ClassVar[str] = " (the client answers but not the engine: start dockerd)"
 
+    @classmethod
+    def claim_image(cls, image: str) -> int:
+        """Any image name without a URI scheme, as a fallback (``name:tag``, ``registry/name``)."""
+        return 1 if cls.name == "docker" and "://" not in image else 0
+
     def binary(self) -> str | None:
         configured = self.settings.get("docker_binary")
         if isinstance(configured, str) and configured:

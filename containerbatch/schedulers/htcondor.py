@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 from containerbatch.errors import ConfigError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
-from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.resubmit import Reason
+from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
@@ -50,6 +51,17 @@ _TRANSIENT = (
     "timed out",
     "Connection refused",
 )
+#: HoldReasonCode → reason (https://htcondor.readthedocs.io/en/latest/codes-other-values/hold-reason-codes.html)
+HOLD_CODES: dict[str, Reason] = {
+    "1": Reason.CANCELLED,  # held by user
+    "6": Reason.IMAGE_ERROR,  # failed to create process
+    "21": Reason.OUT_OF_MEMORY,  # job exceeded memory limit (cgroup)
+    "34": Reason.OUT_OF_MEMORY,  # memory usage exceeded request_memory
+    "35": Reason.IMAGE_ERROR,  # invalid docker image
+    "45": Reason.IMAGE_ERROR,  # singularity test failed
+    "46": Reason.WALLTIME,  # job duration exceeded
+    "47": Reason.WALLTIME,  # job execute duration exceeded
+}
 _NOT_FOUND = re.compile(r"not found|Couldn't find/remove all jobs|already been marked for removal")
 _MACRO = re.compile(r"\$(?=[A-Za-z0-9_]*[(\[])")  # a $ that condor_submit would expand
 _UNWRITABLE = re.compile(r"\$\$[A-Za-z0-9_]*[(\[]|\$\(DOLLAR\)", re.I)  # match-time $$( refs; the escape itself
@@ -305,3 +317,14 @@ class HTCondorScheduler(Scheduler):
 
     def harmless_kill_error(self, result: CommandResult) -> bool:
         return all(_NOT_FOUND.search(line) for line in result.stderr.splitlines() if line.strip())
+
+    def probe_argv(self) -> list[str]:
+        return ["condor_q", "-totals"]
+
+    def classify_failure(self, status: JobStatus) -> tuple[Reason, str] | None:
+        """A held job: its HoldReasonCode (in ``reason``, or the native word of a bare observation)."""
+        if status.state != JobState.HELD:
+            return None
+        found = re.search(r"HoldReasonCode (\d+)", status.reason)
+        code = found.group(1) if found else status.native
+        return (HOLD_CODES[code], describe(status)) if code in HOLD_CODES else None
