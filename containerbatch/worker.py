@@ -501,6 +501,11 @@ class _Factory(luigi.interface._WorkerSchedulerFactory):
     def __init__(self, run: Run) -> None:
         self.run = run
 
+    def create_local_scheduler(self) -> Any:
+        from containerbatch.luigisched import FastScheduler
+
+        return FastScheduler(prune_on_get_work=True, record_task_history=False)
+
     def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> BatchWorker:
         return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)
 
