@@ -50,8 +50,13 @@ def render(
     stop_command: Sequence[str] | None = None,
     exports: Mapping[str, str] | None = None,
     epilogue: Sequence[tuple[Sequence[str], str | None]] = (),
+    before_finish: Sequence[str] = (),
 ) -> str:
-    """Return the text of job.sh for ``spec`` running ``command``."""
+    """Return the text of job.sh for ``spec`` running ``command``.
+
+    ``before_finish`` are lines (already quoted) run after the epilogue, before the job's own
+    exit code and marker are written (a job of several tasks marks each of them there).
+    """
     lines = ["#!/bin/bash"]
     lines += list(directives)
     lines += [
@@ -120,6 +125,7 @@ def render(
         'wait "$cb_child"',
         "cb_rc=$?",
         *[join(argv) + (f" > {q(out)}" if out else "") + " 2>/dev/null" for argv, out in epilogue],
+        *before_finish,
         'cb_finish "$cb_rc"',
         "",
     ]

@@ -59,6 +59,9 @@ class Run:
         self.planned: list[JobSpec] = []  # tasks that will run, from preflight (for progress displays)
         self.processes_configured = False  # poller set from the settings of the first job
         self.cancelled_total = 0
+        from containerbatch.batching import Batcher
+
+        self.batcher = Batcher(self)  # arrays, tasks_per_job, submit_rate, canary
 
     # -- plugins -------------------------------------------------------------
     def scheduler(self, values: dict[str, Any]) -> Scheduler:
@@ -218,7 +221,7 @@ class Run:
                 by_scheduler.setdefault(id(proc.scheduler), (proc.scheduler, []))[1].append(proc)
         count = 0
         for scheduler, procs in by_scheduler.values():
-            ids = [p.job_id for p in procs if p.job_id]
+            ids = list(dict.fromkeys(p.job_id for p in procs if p.job_id))  # a job may run several tasks
             try:
                 scheduler.kill(ids)
             except SchedulerError as exc:

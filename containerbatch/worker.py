@@ -84,6 +84,7 @@ class JobProcess:
         self._held_since: float | None = None
         self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
+        self.deferred = False  # waiting in the batcher for its submission
         self.submitted_at: float | None = None
 
     @property
@@ -169,7 +170,14 @@ class JobProcess:
             (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
         if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
             staging.pack_inputs(spec, self.task)
+        if self.run_ctx.batcher.defer(self):
+            return  # goes out with others (arrays, tasks_per_job) or within submit_rate: containerbatch.batching
         self.job_id = self.scheduler.submit(spec)
+        self.submitted_done()
+
+    def submitted_done(self) -> None:
+        """Record and follow the job that now runs this task (``job_id`` set)."""
+        spec = self.spec
         self.submitted_at = time.time()
         self.journal.record_submit(
             run_id=spec.run_id,
@@ -225,6 +233,8 @@ class JobProcess:
             if time.time() >= self._resubmit_at:
                 self._resubmit()
             return not self.reported
+        if self.run_ctx.batcher.waiting(self):
+            return True
         tracked = self.run_ctx.poller.get(self.key)
         if tracked is None:
             return True
@@ -397,6 +407,10 @@ class JobProcess:
             log.warning("%s: submission failed (%s); trying again", self.spec.task_id, exc)
             return
         self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+
+    def canary_failed(self, message: str) -> None:
+        """The canary of this task's image failed: the task was never submitted."""
+        self._report(FAILED, f"containerbatch did not submit {self.spec.task_id}: {message}")
 
     def _resubmit(self) -> None:
         assert self._next_spec is not None
