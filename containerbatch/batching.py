@@ -100,10 +100,11 @@ class Batcher:
     @staticmethod
     def _ints(spec: JobSpec) -> tuple[int, int, float, float, int]:
         s = spec.settings
+        per_job, array = int(s.get("tasks_per_job") or 1), int(s.get("max_array_size") or 0)
         return (
-            int(s.get("tasks_per_job") or 1),
-            int(s.get("max_array_size") or 0),
-            float(s.get("batch_window") or 0.0),
+            per_job,
+            array,
+            float(s.get("batch_window") or 0.0) if per_job > 1 or array > 1 else 0.0,  # nothing to wait for
             float(s.get("submit_rate") or 0.0),
             int(s.get("canary_threshold") or 0),
         )
@@ -185,7 +186,7 @@ class Batcher:
         next_at = self._next_submit.get(name, 0.0)
         if now < next_at:
             return next_at - now
-        self._next_submit[name] = max(next_at, now - 60.0 / rate) + 60.0 / rate
+        self._next_submit[name] = max(next_at, now) + 60.0 / rate
         return 0.0
 
     def _submit(self, procs: list[JobProcess], per_job: int, array: int) -> None:
