@@ -403,3 +403,32 @@ def render_array(scheduler: Scheduler, array_spec: JobSpec, specs: Sequence[JobS
         "",
     ]
     return "\n".join(lines)
+
+
+def show_blocks(run: Run, spec: JobSpec) -> list[tuple[str, str]]:
+    """For ``containerbatch show``: the array and group scripts a task goes out in, as (title, text).
+
+    An earlier run's real script (its job folder names it) is shown when there is one; otherwise, when
+    the settings ask for arrays or several tasks per job, the script this task alone would get.
+    """
+    blocks: list[tuple[str, str]] = []
+    for name, what in (("group", "job script of the tasks_per_job job"), ("array", "array script")):
+        pointer = Path(spec.job_dir) / name
+        try:
+            path = Path(pointer.read_text().strip())
+            path = path / "job.sh" if path.is_dir() else path
+            blocks.append((f"{what} this task went out in ({path})", path.read_text()))
+        except (OSError, ValueError):
+            continue
+    if blocks:
+        return blocks
+    scheduler = run.scheduler(dict(spec.settings))
+    per_job, array, *_ = Batcher._ints(spec)
+    if array > 1 and scheduler.supports_arrays and not spec.staged:
+        folder = str(Path(spec.log_dir) / JOBS_FOLDER / spec.run_id / "a1")
+        preview = replace(spec, job_dir=folder, task_id=f"array ({folder})")
+        text = render_array(scheduler, preview, [spec])
+        blocks.append((f"array script (max_array_size={array}; here with this task alone)", text))
+    if per_job > 1:
+        blocks.append((f"tasks_per_job={per_job}: this task runs in a job of up to {per_job} of its family", ""))
+    return blocks
