@@ -301,6 +301,9 @@ class Batcher:
         path = folder / "array.sh"
         path.write_text(script)
         os.chmod(path, 0o755)
+        submit_file = scheduler.array_submit_file(array_spec, len(specs))
+        if submit_file is not None and scheduler.array_submit_file_name:
+            (folder / scheduler.array_submit_file_name).write_text(submit_file)
         for s in specs:
             (Path(s.job_dir) / "array").write_text(str(path) + "\n")
         self.submissions += 1

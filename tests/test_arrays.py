@@ -146,3 +146,37 @@ def test_slurm_array_one_sbatch_per_level_and_a_failed_element_resubmitted_alone
     # show prints the array script of a task that went out in one
     shown = run_cli(["show", "pieces.py", "Piece", "--i", "0"], cwd=work, env=env)
     assert "--array=0-5" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_htcondor_fake_array_is_one_cluster_and_a_failed_proc_resubmitted_alone(tmp_path, fake_schedulers):
+    work = tmp_path / "work"
+    (work / "results").mkdir(parents=True)
+    (work / "pieces.py").write_text(FLAKY)
+    (work / "settings.json").write_text(
+        json.dumps(
+            {
+                "batch_system": "htcondor",
+                "max_array_size": 100,
+                "runtime": "host",
+                "retry_on": ["task_error"],
+                "max_attempts": 2,
+                "retry_wait": 0,
+                "poll_interval": 1,
+            }
+        )
+    )
+    proc = run_cli(["run", "pieces.py", "Pieces", "--n", "5", "--workers", "10"], cwd=work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(list((work / "results").glob("piece_*.txt"))) == 5
+    log = [json.loads(line) for line in (fake_schedulers / "calls.log").read_text().splitlines()]
+    submits = [c for c in log if c["tool"] == "condor_submit"]
+    assert len(submits) == 3, submits  # the array, the resubmitted proc, Pieces
+    assert submits[0]["argv"][-1].endswith("/array.sub")
+    with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
+        rows = sorted(db.execute("SELECT task_id, attempt, job_id, state FROM attempts WHERE task_family='Piece'"))
+    first = [r for r in rows if r[1] == 1]
+    assert sorted(r[2].split(".")[1] for r in first) == ["0", "1", "2", "3", "4"]
+    assert len({r[2].split(".")[0] for r in first}) == 1  # one cluster
+    again = [r for r in rows if r[1] == 2]
+    assert len(again) == 1 and again[0][0].startswith("Piece_2_") and again[0][3] == "done"
+    assert again[0][2].split(".")[0] != first[0][2].split(".")[0]

@@ -208,6 +208,13 @@ class Scheduler:
         """Header lines of the array script of ``count`` elements (``spec.job_dir`` is the array's folder)."""
         return self.directives(spec)
 
+    #: a separate submit description of the array (HTCondor), written into the array's folder under this name
+    array_submit_file_name: ClassVar[str | None] = None
+
+    def array_submit_file(self, spec: JobSpec, count: int) -> str | None:
+        """Text of the array's submit description, if the scheduler uses one."""
+        return None
+
     def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
         """argv that submits ``spec.job_dir``/array.sh as ``count`` elements."""
         raise NotImplementedError
