@@ -103,15 +103,18 @@ sys.exit(0 if ok else 1)
 B2LUIGI_MAIN = """
 import sys
 import b2luigi
-from workflow import All
-if sys.argv[1] == "ttl2":
+from workflow_b2 import All
+import os
+# b2luigi parses the command line itself and runs this file again on the node: arguments via the environment
+mode, n, workers = os.environ["CB_B2_MODE"], int(os.environ["CB_B2_N"]), int(os.environ["CB_B2_WORKERS"])
+if mode == "ttl2":
     from b2luigi.batch.processes import slurm
     cache = slurm._batch_job_status_cache
     cache._TTLCache__ttl = 2  # the status cache's time to live (120 s by default)
 b2luigi.set_setting("batch_system", "slurm")
 b2luigi.set_setting("result_dir", "results")
 b2luigi.set_setting("executable", [sys.executable])
-ok = b2luigi.process([All(n=int(sys.argv[2]))], workers=int(sys.argv[3]), batch=True)
+b2luigi.process([All(n=n)], workers=workers, batch=True)
 """
 
 FLOOR = """
@@ -161,6 +164,7 @@ def prepare(folder: Path, settings: dict[str, object] | None = None) -> dict[str
     (folder / "workflow.py").write_text(WORKFLOW)
     (folder / "cb_main.py").write_text(CB_MAIN)
     (folder / "b2luigi_main.py").write_text(B2LUIGI_MAIN)
+    (folder / "workflow_b2.py").write_text(WORKFLOW.replace("import luigi", "import b2luigi as luigi"))  # its Task
     (folder / "floor.py").write_text(FLOOR)
     if settings:
         (folder / "settings.json").write_text(json.dumps(settings))
@@ -215,14 +219,15 @@ def case(name: str, n: int, timeout: float, workers: int) -> dict[str, object]:
         argv = [sys.executable, "floor.py", str(n), f"{sys.executable} -c 'import luigi'"]
     elif name == "floor-docker":
         bundle = bundle_path()
-        payload = (
-            f"{DOCKER} run --rm -v {bundle}:{bundle}:ro -e PYTHONPATH={bundle} {IMAGE} python3 -c 'import luigi'"
-        )
+        payload = f"{DOCKER} run --rm -v {bundle}:{bundle}:ro -e PYTHONPATH={bundle} {IMAGE} python3 -c 'import luigi'"
         argv = [sys.executable, "floor.py", str(n), payload]
     elif name.startswith("b2luigi"):
         python = ensure_venv("b2luigi-1.3.0", ["b2luigi==1.3.0"])
         env["PYTHONPATH"] = str(folder)
-        argv = [str(python), "b2luigi_main.py", "ttl2" if name.endswith("ttl2") else "default", str(n), str(workers)]
+        env.update(
+            CB_B2_MODE="ttl2" if name.endswith("ttl2") else "default", CB_B2_N=str(n), CB_B2_WORKERS=str(workers)
+        )
+        argv = [str(python), "b2luigi_main.py"]
     elif name == "chain":
         argv = [sys.executable, "cb_main.py", "chain", str(n), str(workers)]
     else:
@@ -283,15 +288,17 @@ def table(rows: list[dict[str, object]]) -> str:
         )
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     rule = "  ".join("=" * w for w in widths)
-    out = [rule, "  ".join(h.ljust(w) for h, w in zip(head, widths)), rule]
-    out += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines]
+    out = [rule, "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)), rule]
+    out += ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in lines]
     return "\n".join([*out, rule])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", default="50,200,1000", help="comma-separated task counts")
-    parser.add_argument("--cases", default="floor-host,floor-docker,cb-host,cb-array,cb-tpj,cb-docker,b2luigi,b2luigi-ttl2")
+    parser.add_argument(
+        "--cases", default="floor-host,floor-docker,cb-host,cb-array,cb-tpj,cb-docker,b2luigi,b2luigi-ttl2"
+    )
     parser.add_argument("--small", action="store_true", help="tiny extras (CI: see that it works)")
     parser.add_argument("--no-extras", action="store_true", help="skip the chain and the 10,000 local tasks")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per case")
@@ -309,15 +316,19 @@ def main() -> int:
     if not args.no_extras:
         levels = 3 if args.small else 10
         chain = case("chain", levels, args.timeout, 10)
-        print(f"\nchain of {levels} dependent tasks (cb-host): {chain['wall']:.1f} s, "
-              f"{float(chain['wall']) / levels:.1f} s per level, sbatch {chain['calls'].get('sbatch', 0)}")  # type: ignore[union-attr]
+        print(
+            f"\nchain of {levels} dependent tasks (cb-host): {chain['wall']:.1f} s, "
+            f"{float(chain['wall']) / levels:.1f} s per level, sbatch {chain['calls'].get('sbatch', 0)}"
+        )  # type: ignore[union-attr]
         extras.append(chain)
-        many = 200 if args.small else 10000
+        many = 100 if args.small else 10000
         for stub in (True, False):
             row = local_many(many, stub, args.timeout)
             extras.append(row)
-            print(f"{row['case']}: N={many} wall {row['wall']:.1f} s, submitter CPU {row['cpu']:.1f} s "
-                  f"({row['cpu_ms_per_task']:.1f} ms a task), peak RSS {row['rss_mb']:.0f} MB, ok {bool(row['ok'])}")
+            print(
+                f"{row['case']}: N={many} wall {row['wall']:.1f} s, submitter CPU {row['cpu']:.1f} s "
+                f"({row['cpu_ms_per_task']:.1f} ms a task), peak RSS {row['rss_mb']:.0f} MB, ok {bool(row['ok'])}"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows + extras, indent=1))
     return 0 if all(r["ok"] for r in rows + extras) else 1

@@ -204,10 +204,10 @@ class Batcher:
             except ContainerBatchError as exc:
                 self._refused(procs, exc)
                 return
-            for job, job_id in zip(jobs, ids):
+            for job, job_id in zip(jobs, ids, strict=True):
                 self._submitted(job, job_id)
             return
-        for job, spec in zip(jobs, specs):
+        for job, spec in zip(jobs, specs, strict=True):
             try:
                 self.submissions += 1
                 job_id = scheduler.submit(spec)

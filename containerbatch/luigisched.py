@@ -113,7 +113,9 @@ class FastScheduler(Scheduler):
             and all(w.id == worker for w in workers)
         )
         if not fast:
-            return super().get_work(host=host, assistant=assistant, current_tasks=current_tasks, worker=worker, **kwargs)
+            return super().get_work(
+                host=host, assistant=assistant, current_tasks=current_tasks, worker=worker, **kwargs
+            )
         if self._config.prune_on_get_work and time.monotonic() - self._last_prune >= PRUNE_EVERY:
             self.prune()
         assert worker is not None

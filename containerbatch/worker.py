@@ -178,6 +178,7 @@ class JobProcess:
     def submitted_done(self) -> None:
         """Record and follow the job that now runs this task (``job_id`` set)."""
         spec = self.spec
+        assert self.job_id is not None
         self.submitted_at = time.time()
         self.journal.record_submit(
             run_id=spec.run_id,

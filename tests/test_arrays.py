@@ -126,8 +126,9 @@ def test_slurm_array_one_sbatch_per_level_and_a_failed_element_resubmitted_alone
     (work / "results").mkdir(parents=True)
     (work / "pieces.py").write_text(FLAKY)
     (work / "settings.json").write_text(
-        json.dumps({"max_array_size": 100, "runtime": "host", "retry_on": ["task_error"], "max_attempts": 2,
-                    "retry_wait": 0})
+        json.dumps(
+            {"max_array_size": 100, "runtime": "host", "retry_on": ["task_error"], "max_attempts": 2, "retry_wait": 0}
+        )
     )
     proc = run_cli(["run", "pieces.py", "Pieces", "--n", "6", "--workers", "10"], cwd=work, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr

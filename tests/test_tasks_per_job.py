@@ -75,9 +75,10 @@ def test_k_tasks_share_a_job_and_a_failure_is_resubmitted_alone(tmp_path):
     assert retry not in {r[2] for r in first}  # a job of its own
     folder = next((work / "logs" / "Piece").glob("Piece_3_*/attempt-2"))
     assert not (folder / "group").exists()
-    assert "piece 3 fails on its first attempt" in next(
-        (work / "logs" / "Piece").glob("Piece_3_*/attempt-1")
-    ).joinpath("stderr").read_text()
+    assert (
+        "piece 3 fails on its first attempt"
+        in next((work / "logs" / "Piece").glob("Piece_3_*/attempt-1")).joinpath("stderr").read_text()
+    )
 
 
 def test_tasks_of_a_job_run_up_to_its_cpus_at_once(tmp_path):
@@ -104,7 +105,7 @@ def test_submit_rate_spaces_submissions(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
         times = sorted(r[0] for r in db.execute("SELECT submitted FROM attempts WHERE task_family = 'Piece'"))
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert len(times) == 4 and min(gaps) >= 0.9, gaps
 
 
