@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from containerbatch.errors import ContainerBatchError, SubmitError
 from containerbatch.jobscript import q
@@ -263,16 +263,9 @@ class Batcher:
         return spec
 
     def render_group(self, spec: JobSpec, specs: Sequence[JobSpec]) -> tuple[str, list[str], str | None]:
-        """(job script, container argv, submit file) of a job that runs ``specs`` one after another."""
-        from containerbatch import jobscript
-        from containerbatch.run import _InsideContainer
+        """(job script, container argv, submit file) of a job that runs ``specs``; writes its private files."""
+        from containerbatch import jobfiles
 
-        scheduler = self.run.scheduler(dict(spec.settings))
-        if scheduler.runs_container(spec):
-            runtime: Any = _InsideContainer(dict(spec.settings))
-        else:
-            runtime = self.run.runtime(spec.runtime, dict(spec.settings))
-        command = runtime.command(spec)
         marks = [
             "cb_mark() {",
             '    cb_code=$(cat "$1/exit_code" 2>/dev/null) || cb_code=""',
@@ -282,16 +275,9 @@ class Batcher:
             "}",
             *[f"cb_mark {q(s.job_dir)} {q(s.marker_path)}" for s in specs],
         ]
-        script = jobscript.render(
-            spec,
-            command,
-            directives=scheduler.directives(spec),
-            stop_command=runtime.stop_command(spec),
-            exports=runtime.exports(spec),
-            epilogue=runtime.epilogue(spec),
-            before_finish=marks,
-        )
-        return script, command, scheduler.submit_file(spec)
+        for name, text in self.run.private_files(spec).items():
+            jobfiles.write_private(str(Path(spec.job_dir) / name), text)
+        return self.run.render(spec, before_finish=marks)
 
     def _submit_array(self, scheduler: Scheduler, specs: list[JobSpec]) -> list[str]:
         first = specs[0]

@@ -23,6 +23,7 @@ GROUP_TITLES = {
     "scheduler": "Batch systems",
     "resubmission": "Resubmission",
     "batching": "Many tasks per submission",
+    "output": "Output of containerbatch run",
 }
 
 HEADER = f"""\

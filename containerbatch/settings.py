@@ -507,6 +507,24 @@ DEFINITIONS: dict[str, Setting] = {
             'walltime, e.g. {"memory": "64GB", "walltime": "48h"}.',
             "resubmission",
         ),
+        _s(
+            "progress_interval",
+            _as_float,
+            30.0,
+            "float",
+            "containerbatch run without a terminal (a log file, CI), runs of more than progress_threshold tasks: "
+            "seconds between summary lines (failures and retries still get a line each).",
+            "output",
+        ),
+        _s(
+            "progress_threshold",
+            _as_int,
+            50,
+            "int",
+            "containerbatch run without a terminal: up to this many tasks, one line per state change; more, a "
+            "summary line every progress_interval seconds.",
+            "output",
+        ),
     ]
 }
 
