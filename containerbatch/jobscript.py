@@ -66,11 +66,14 @@ def render(
     exports: Mapping[str, str] | None = None,
     epilogue: Sequence[tuple[Sequence[str], str | None]] = (),
     env_file: str | None = None,
+    before_finish: Sequence[str] = (),
 ) -> str:
     """Return the text of job.sh for ``spec`` running ``command``.
 
     With ``env_file`` (a path on the node), ``exports`` are not written into the script, which the batch
     system may show to anyone: the script sources that file (mode 0600, see :func:`render_env`) instead.
+    ``before_finish`` are lines (already quoted) run after the epilogue, before the job's own
+    exit code and marker are written (a job of several tasks marks each of them there).
     """
     lines = ["#!/bin/bash"]
     lines += list(directives)
@@ -142,6 +145,7 @@ def render(
         'wait "$cb_child"',
         "cb_rc=$?",
         *[join(argv) + (f" > {q(out)}" if out else "") + " 2>/dev/null" for argv, out in epilogue],
+        *before_finish,
         'cb_finish "$cb_rc"',
         "",
     ]

@@ -92,6 +92,7 @@ class JobProcess:
         self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
         self.explanation = ""  # what was reported to luigi (a failure's full message)
+        self.deferred = False  # waiting in the batcher for its submission
         self.submitted_at: float | None = None
         # the submit side's own record of the attempt, never read back from the job folder
         self.absent_outputs: tuple[str, ...] = ()
@@ -246,11 +247,19 @@ class JobProcess:
             absent_outputs=self.absent_outputs,
         )
         self.journal.record_submit(job_id=None, state=AttemptState.SUBMITTING.value, **record)  # type: ignore[arg-type]
+        if self.run_ctx.batcher.defer(self):
+            return  # goes out with others (arrays, tasks_per_job) or within submit_rate: containerbatch.batching
         try:
             self.job_id = self.scheduler.submit(spec)
         except BaseException:
             self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="submit_error")
             raise
+        self.submitted_done()
+
+    def submitted_done(self) -> None:
+        """Record and follow the job that now runs this task (``job_id`` set)."""
+        spec = self.spec
+        assert self.job_id is not None
         self.submitted_at = time.time()
         self.journal.set_job_id(spec.task_id, spec.attempt, self.job_id)
         self._journal_state = AttemptState.SUBMITTED.value
@@ -294,6 +303,8 @@ class JobProcess:
             if time.time() >= self._resubmit_at:
                 self._resubmit()
             return not self.reported
+        if self.run_ctx.batcher.waiting(self):
+            return True
         tracked = self.run_ctx.poller.get(self.key)
         if tracked is None:
             return True
@@ -586,6 +597,12 @@ class JobProcess:
         log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
 
+    def canary_failed(self, message: str) -> None:
+        """The canary of this task's image failed: the task was never submitted."""
+        spec = self.spec
+        self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="image_error")
+        self._report(FAILED, f"containerbatch did not submit {spec.task_id}: {message}")
+
     def _resubmit(self) -> None:
         assert self._next_spec is not None
         self.spec, self._next_spec, self._resubmit_at = self._next_spec, None, None
@@ -811,6 +828,11 @@ def _complete(task: luigi.Task) -> bool:
 class _Factory(luigi.interface._WorkerSchedulerFactory):
     def __init__(self, run: Run) -> None:
         self.run = run
+
+    def create_local_scheduler(self) -> Any:
+        from containerbatch.luigisched import FastScheduler
+
+        return FastScheduler(prune_on_get_work=True, record_task_history=False)
 
     def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> BatchWorker:
         return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)

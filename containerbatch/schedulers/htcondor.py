@@ -252,6 +252,29 @@ class HTCondorScheduler(Scheduler):
     def submit_argv(self, spec: JobSpec) -> list[str]:
         return ["condor_submit", f"{spec.job_dir}/{self.submit_file_name}"]
 
+    # -- arrays: one cluster of N procs; element ids CLUSTER.PROC; array.sh gets $(Process) ----------
+    supports_arrays = True
+    array_index = '"${1:-}"'
+    array_first = 0
+    array_submit_file_name = "array.sub"
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        return []
+
+    def array_submit_file(self, spec: JobSpec, count: int) -> str:
+        lines = [
+            "executable = array.sh" if line == "executable = job.sh" else line
+            for line in self.submit_file(spec).splitlines()
+            if line != "queue"
+        ]
+        return "\n".join([*lines, "arguments = $(Process)", f"queue {count}", ""])
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        return ["condor_submit", f"{spec.job_dir}/{self.array_submit_file_name}"]
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        return f"{base_id}.{index}"
+
     def parse_submit(self, result: CommandResult) -> str:
         match = _SUBMITTED.search(result.stdout)
         if result.exit_code == 0 and match:
