@@ -144,6 +144,7 @@ class Run:
             epilogue=runtime.epilogue(spec),
             env_file=os.path.join(spec.node_path(spec.job_dir), ENV_FILE),
             before_finish=before_finish,
+            inside_image=scheduler.runs_container(spec),
         )
         return script, command, scheduler.submit_file(spec)
 

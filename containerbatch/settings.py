@@ -372,6 +372,15 @@ DEFINITIONS: dict[str, Setting] = {
             "apptainer or singularity binary; default: whichever is on PATH.",
             "runtime",
         ),
+        _s(
+            "node_engine_binary",
+            _as_opt_str,
+            None,
+            "str",
+            "The container engine's client as the job script calls it on the node (a name on the node's PATH or "
+            "a path there); default: docker_binary/apptainer_binary if set, else the engine's name.",
+            "runtime",
+        ),
         _s("apptainer_extra_args", _as_str_list, [], "list[str]", "Extra arguments to apptainer exec.", "runtime"),
         _s("apptainer_cleanenv", _as_bool, True, "bool", "Run apptainer with --cleanenv.", "runtime"),
         _s("apptainer_containall", _as_bool, False, "bool", "Run apptainer with --containall.", "runtime"),

@@ -41,7 +41,7 @@ from containerbatch.resubmit import Failure, classify, policy_from_settings
 from containerbatch.run import Run
 from containerbatch.runlog import FAILURE_ATTR
 from containerbatch.spec import JobSpec, Resources
-from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, Reason
+from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, JobStatus, Reason
 
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
 
@@ -425,6 +425,9 @@ class JobProcess:
             self._report(PENDING, "", new_deps=deps)  # type: ignore[arg-type]
             return
         status = self._why_ended(tracked)
+        if status is not tracked.status and status.state in _NOT_OVER:
+            self._run_continues(tracked, status)
+            return
         oom = (jobfiles.read_small(str(Path(spec.job_dir) / jobfiles.OOM_KILLED)) or "").strip() == "true"
         failure = classify(
             result.as_dict() if result is not None else None,
@@ -500,6 +503,22 @@ class JobProcess:
             )
             return Failure(Reason.OUTPUTS_MISSING, detail, None)
         return None
+
+    def _run_continues(self, tracked: TrackedJob, status: JobStatus) -> None:
+        """The job script ended (a marker landed) but the scheduler still has the job: it was evicted and will
+        run again (HTCondor's condor_hold stops a running job; condor_release starts it anew). Keep waiting."""
+        spec = self.spec
+        log.warning(
+            "%s: %s job %s stopped (exit %s) but is %s, not over (evicted, e.g. by a hold); waiting for it",
+            spec.task_id,
+            spec.batch_system,
+            self.job_id,
+            tracked.ended_code,
+            status.state.value,
+        )
+        for path in (Path(spec.marker_path), Path(spec.job_dir) / "exit_code", Path(spec.job_dir) / "cancelled"):
+            path.unlink(missing_ok=True)
+        self._track()
 
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
@@ -655,6 +674,11 @@ def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
     except OSError:
         return None
     return str(path)
+
+
+#: a job the scheduler lists in these states after its script ended was evicted and runs again (HTCondor:
+#: condor_hold stops a running job, held 5; a vacated job goes back to idle 1)
+_NOT_OVER = (JobState.HELD, JobState.PENDING)
 
 
 def describe_change(old: Resources, new: Resources) -> str:
