@@ -747,7 +747,7 @@ def bound_folders(spec: JobSpec) -> list[str]:
         return ["/"]
     from containerbatch.runtimes.base import Runtime
 
-    return [b.src for b in Runtime.binds(spec) if not b.read_only]
+    return [b.dst for b in Runtime.binds(spec) if not b.read_only]  # paths as the task sees them
 
 
 def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
