@@ -675,9 +675,9 @@ def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
         text = str(getattr(exc, name, "") or "")
         lines.append(f"--- {name} ---" + ("\n" + text.rstrip() if text.strip() else " (empty)"))
     path = Path(spec.job_dir) / "submit.log"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:  # the job folder may hold links an earlier attempt's node left: never written through
+        jobfiles.safe_folder(spec.job_dir, spec.log_dir)
+        jobfiles.write_file(str(path), "\n".join(lines) + "\n")
     except OSError:
         return None
     return str(path)

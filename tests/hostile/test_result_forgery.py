@@ -228,7 +228,14 @@ def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twi
     )
     journal = workdir / ".containerbatch" / "journal.sqlite"
     deadline = time.time() + 60
-    while time.time() < deadline and not (journal.exists() and any(r["job_id"] for r in rows(workdir))):
+
+    def submitted() -> bool:
+        try:
+            return journal.exists() and any(r["job_id"] for r in rows(workdir))
+        except sqlite3.Error:  # the journal is being created
+            return False
+
+    while time.time() < deadline and not submitted():
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)  # the job (its own session) lives on
     first.wait()
@@ -237,7 +244,7 @@ def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twi
     db.execute("UPDATE attempts SET state = 'submitting', job_id = NULL")
     db.commit()
     db.close()
-    proc = cb(workdir, "run", "wf.py", "Slow", "--runtime", "host", "--no-progress")
+    proc = cb(workdir, "run", "wf.py", "Slow", "--runtime", "host", "--no-progress", "-v")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (workdir / "runs.log").read_text() == "ran\n"  # once
     assert [(r["attempt"], r["state"]) for r in rows(workdir)] == [(1, "done")]
@@ -261,7 +268,7 @@ class Links(luigi.Task):
         return luigi.LocalTarget(os.path.join(HERE, "results", "links.txt"))
 
     def run(self):
-        job_dir = sys.argv[-1]
+        job_dir = os.environ["CONTAINERBATCH_JOB_DIR"]
         # where the submitter will set partial outputs aside, and where it will write the next attempt
         os.symlink(os.path.join(self.victim, "a"), os.path.join(job_dir, "partial-outputs"))
         os.symlink(os.path.join(self.victim, "b"), os.path.join(os.path.dirname(job_dir), "attempt-2"))
@@ -278,7 +285,7 @@ def test_links_left_in_the_job_folder_are_never_written_through(workdir: Path, t
         (victim / sub / "keep.txt").write_text("the user's")
     before = tree(victim)
     (workdir / "wf.py").write_text(LINKS)
-    proc = cb(workdir, "run", "wf.py", "Links", "--victim", str(victim), "--runtime", "host", "--no-progress")
+    proc = cb(workdir, "run", "wf.py", "Links", "--victim", str(victim), "--runtime", "host", "--no-progress", "-v")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert tree(victim) == before  # nothing moved into, or written through, the links
     assert "does not write through it" in proc.stderr

@@ -111,7 +111,7 @@ def test_a_hanging_status_command_blocks_the_run_once_not_per_failed_job(
     # the poller asks rarely (it would mark the jobs UNKNOWN, and nobody asks an unknown scheduler why):
     # the question "why did this job end" after each failure is what would block luigi's loop each time
     env = {**lsf, "CONTAINERBATCH_COMMAND_TIMEOUT": "3", "CONTAINERBATCH_POLL_INTERVAL": "60"}
-    proc = _run(workdir, env, shims, "Both", "--fails", "3", "--workers", "4")
+    proc = _run(workdir, env, shims, "Both", "--fails", "3", "--workers", "4", "-v")
     assert proc.returncode == 1, proc.stderr[-4000:]
     asked = re.findall(r"could not ask lsf why job \d+ ended", proc.stderr)
     assert len(asked) == 1, proc.stderr[-4000:]
