@@ -238,8 +238,8 @@ class JobProcess:
             jobfiles.write_file(str(Path(spec.job_dir) / self.scheduler.submit_file_name), submit_file)
         if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
             staging.pack_inputs(spec, self.task)
-        # the intent first: a submitter killed between the scheduler's answer and the journal write finds the
-        # attempt as `submitting` and looks the job up by name instead of submitting it twice
+        # the intent first: a submitter killed between the scheduler's answer and the journal write leaves the
+        # attempt as `submitting`; the next one looks for its job (_adopt) instead of blindly submitting again
         record = dict(
             run_id=spec.run_id,
             task_id=spec.task_id,
