@@ -214,3 +214,60 @@ def test_hostile_text_stays_data() -> None:
     groups = drawn(dom)
     assert len(groups) == 3
     assert dom.count('data-scheduler="slurm"') == 1 and dom.count('data-scheduler="local"') == 1
+
+
+def test_family_statistics_and_failures_on_the_page(mixed_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, page = make_report(mixed_run, monkeypatch)
+    dom = dump_dom(page)
+    rows = journal_rows(mixed_run)
+    stats = re.search(r'<table id="family-stats">(.*?)</table>', dom, re.S)
+    assert stats is not None
+    cells = {
+        m.group(1): re.findall(r"<td[^>]*>(.*?)</td>", m.group(2))
+        for m in re.finditer(r'<tr data-family="(\w+)">(.*?)</tr>', stats.group(1), re.S)
+    }
+    assert set(cells) == {"Nap", "Broken", "All"} or set(cells) == {"Nap", "Broken"}
+    nap = cells["Nap"]
+    assert nap[:5] == ["Nap", "3", "3", "3", "0"]  # family, tasks, attempts, done, failed
+    spans = sorted(r.ended - r.started for r in rows if r.task_family == "Nap")
+    from containerbatch.cli.display import fmt_elapsed
+
+    assert nap[5] == fmt_elapsed(spans[1]) and nap[6] == fmt_elapsed(spans[2])  # median and max run time
+    assert cells["Broken"][4] == "1" and cells["Broken"][-1] == "task_error 1"
+    # the failed attempt: its exception text and the last lines of its log
+    section = re.search(r'<section class="failure" data-task="(Broken_[^"]+)"[^>]*>(.*?)</section>', dom, re.S)
+    assert section is not None
+    assert "RuntimeError('broken on purpose')" in section.group(2)
+    assert "RuntimeError: broken on purpose" in re.search(r'<pre class="tail">(.*?)</pre>', section.group(2), re.S)[1]
+    assert f"logs/Broken/{section.group(1)}/attempt-1/stderr" in section.group(2)
+
+
+def test_report_of_a_refused_submission_shows_the_schedulers_words(tmp_path: Path) -> None:
+    words = "sbatch: error: Invalid partition name specified"
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "submit.log").write_text(f"message: refused\n--- stdout --- (empty)\n--- stderr ---\n{words}\n")
+    row = AttemptRow(
+        run_id="r1",
+        task_id="T_1",
+        task_family="T",
+        params={},
+        attempt=1,
+        scheduler="slurm",
+        runtime="host",
+        image=None,
+        job_id=None,
+        job_dir=str(folder),
+        marker_path="/x/m",
+        state="failed",
+        reason="submit_error",
+        exit_code=None,
+        submitted=100.0,
+        started=None,
+        ended=100.5,
+        updated=100.5,
+    )
+    html = render_html({"run_id": "r1", "started": 100.0, "ended": 101.0, "host": "h", "pid": 1}, [row], now=120.0)
+    section = re.search(r'<section class="failure" data-task="T_1"[^>]*>(.*?)</section>', html, re.S)
+    assert section is not None and "never got a job id" in section.group(1)
+    assert f'the scheduler said:</div><pre class="exception">{words}</pre>' in section.group(1)
