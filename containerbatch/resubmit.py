@@ -9,7 +9,6 @@ after walltime, both capped).
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -19,26 +18,11 @@ from typing import Any
 from tenacity import RetryCallState, stop_after_attempt, wait_exponential
 
 from containerbatch.spec import JobSpec, Resources, parse_duration, parse_memory
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
+
+__all__ = ["INFRASTRUCTURE", "Failure", "Reason", "ResubmitPolicy", "classify", "policy_from_settings"]
 
 log = logging.getLogger(__name__)
-
-
-class Reason(str, enum.Enum):
-    """Why an attempt failed."""
-
-    TASK_ERROR = "task_error"  # the task's own code raised
-    OUT_OF_MEMORY = "out_of_memory"
-    WALLTIME = "walltime"
-    NODE_FAILURE = "node_failure"
-    PREEMPTED = "preempted"
-    LOST = "lost"  # gone from queue and history without a result
-    IMAGE_ERROR = "image_error"  # the container could not start the runner
-    SUBMIT_ERROR = "submit_error"
-    CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: reasons that are the infrastructure's, retried by default

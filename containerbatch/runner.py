@@ -121,6 +121,8 @@ def main(argv=None):
         "uid": os.getuid(),
         "started": started,
     }
+    if isinstance(info.get("umask"), int):
+        os.umask(info["umask"] & 0o777)  # files the task makes follow the submitting user's umask
     os.chdir(info["working_dir"])
     exit_code = 0
     try:

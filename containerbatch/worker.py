@@ -16,6 +16,8 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -29,16 +31,16 @@ import luigi
 import luigi.interface
 import luigi.worker
 from luigi.scheduler import DONE, FAILED, PENDING
-from luigi.task import flatten
 
-from containerbatch import staging
-from containerbatch.errors import ContainerBatchError, SchedulerError
+from containerbatch import jobfiles, staging
+from containerbatch.errors import ContainerBatchError, SchedulerError, SubmitError
+from containerbatch.jobfiles import BadResult
 from containerbatch.poller import TrackedJob
-from containerbatch.resubmit import Failure, Reason, classify, policy_from_settings
-from containerbatch.run import ACTIVE_STATES, Run
+from containerbatch.resubmit import Failure, classify, policy_from_settings
+from containerbatch.run import Run
 from containerbatch.runlog import FAILURE_ATTR
 from containerbatch.spec import JobSpec, Resources
-from containerbatch.states import JobState
+from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, Reason
 
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
 
@@ -49,13 +51,24 @@ STAGE_OUT_WAIT = 30.0
 
 
 def log_tail(path: str, lines: int = 20) -> str:
+    """The last ``lines`` of a log the job wrote; never blocks (a FIFO in its place) nor follows a link."""
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return ""
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 16384))
             return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+#: seconds for which a scheduler that did not answer "why did this job end" is not asked again
+WHY_BACKOFF = 120.0
 
 
 class JobProcess:
@@ -88,6 +101,9 @@ class JobProcess:
         self.explanation = ""  # what was reported to luigi (a failure's full message)
         self.submitted_at: float | None = None
         self.ended_at: float | None = None  # when the job itself ended (its result, else its marker)
+        # the submit side's own record of the attempt, never read back from the job folder
+        self.absent_outputs: tuple[str, ...] = ()
+        self.imported_modules: frozenset[str] = frozenset(sys.modules)
 
     @property
     def key(self) -> str:
@@ -110,6 +126,8 @@ class JobProcess:
                     self.submit()
         except ContainerBatchError as exc:
             self._failed_to_submit(exc)
+        except (OSError, sqlite3.Error) as exc:  # a full disk, a folder that cannot be written, a locked journal
+            self._failed_to_submit(SubmitError(f"cannot prepare the job of {self.spec.task_id}: {exc}"))
 
     def _reattach(self) -> bool:
         """Follow this task's job of an earlier submitter instead of submitting it again.
@@ -120,9 +138,15 @@ class JobProcess:
         row = self.journal.latest(self.spec.task_id)
         if row is None:
             return False
+        if row.state == AttemptState.SUBMITTING and row.scheduler == self.spec.batch_system and not row.job_id:
+            # an earlier submitter died between journaling its intent and learning the job id
+            job_id = self._adopt(row)
+            if job_id is not None:
+                row = replace(row, job_id=job_id)
         if row.state not in ACTIVE_STATES or row.scheduler != self.spec.batch_system or not row.job_id:
             self.spec = self.spec.with_attempt(row.attempt + 1)
             return False
+        self.absent_outputs = row.absent_outputs
         self.spec = replace(
             self.spec.with_attempt(row.attempt), run_id=row.run_id, job_dir=row.job_dir, marker_path=row.marker_path
         )
@@ -142,14 +166,44 @@ class JobProcess:
         )
         return True
 
-    def submit(self) -> None:
-        spec = self.spec
-        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        info = {
+    def _adopt(self, row: Any) -> str | None:
+        """The job of an attempt journaled as ``submitting``: found by its unique name, if the scheduler can
+        look names up; else None (the attempt is then taken as not submitted)."""
+        find = getattr(self.scheduler, "find_by_name", None)
+        name = row.job_name if hasattr(row, "job_name") else None
+        if not callable(find) or not name:
+            log.warning(
+                "%s: an earlier submitter stopped while submitting attempt %d; %s cannot look the job up by name, "
+                "so it is submitted again (check `%s` for a duplicate)",
+                row.task_id,
+                row.attempt,
+                row.scheduler,
+                row.scheduler,
+            )
+            return None
+        try:
+            ids = list(find(name))
+        except SchedulerError as exc:
+            log.warning("%s: could not look up job %s: %s", row.task_id, name, exc)
+            return None
+        if not ids:
+            return None
+        for extra in ids[1:]:  # more than one with that name cannot be ours twice: keep the first
+            log.warning("%s: cancelling duplicate job %s of attempt %d", row.task_id, extra, row.attempt)
+            try:
+                self.scheduler.kill([extra])
+            except SchedulerError as exc:
+                log.error("%s: could not cancel duplicate job %s: %s", row.task_id, extra, exc)
+        self.journal.set_job_id(row.task_id, row.attempt, ids[0])
+        log.info("%s: adopted job %s of attempt %d (found by name %s)", row.task_id, ids[0], row.attempt, name)
+        return str(ids[0])
+
+    def _task_info(self, spec: JobSpec) -> dict[str, Any]:
+        """What the runner reads (task.json). A copy for the node: the submit side never reads it back."""
+        return {
             "task_id": spec.task_id,
             # the id the node computes from the string parameters (FloatParameter 0 → 0.0)
-            "node_task_id": type(self.task).from_str_params(dict(spec.params)).task_id,
+            "node_task_id": node_task_id(type(self.task), dict(spec.params)),
             "family": spec.task_family,
             "module": spec.task_module,
             "module_file": spec.module_file,
@@ -158,23 +212,35 @@ class JobProcess:
             "sys_path": [str(Path(spec.module_file).parent), spec.working_dir],
             "attempt": spec.attempt,
             "run_id": spec.run_id,
-            "absent_outputs": [p for p in output_paths(self.task) if not os.path.lexists(p)],
+            # files the task makes in its container follow the submitting user's umask
+            "umask": jobfiles.current_umask(),
         }
-        (Path(spec.job_dir) / "task.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+
+    def submit(self) -> None:
+        spec = self.spec
+        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        # what the submit side believes of this attempt, from itself only
+        self.imported_modules = frozenset(sys.modules)
+        self.absent_outputs = tuple(p for p in output_paths(self.task) if not os.path.lexists(p))
+        info = self._task_info(spec)
+        (Path(spec.job_dir) / jobfiles.TASK).write_text(json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
         prepare = getattr(runtime, "prepare_image", None)
         if prepare is not None:  # dynamic dependencies never went through preflight
             prepare(spec)
         script, _command, submit_file = self.run_ctx.render(spec)
+        for name, text in self.run_ctx.private_files(spec).items():
+            jobfiles.write_private(str(Path(spec.job_dir) / name), text)
         Path(spec.script_path).write_text(script)
-        os.chmod(spec.script_path, 0o755)
+        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)  # executable, as the umask says
         if submit_file is not None and self.scheduler.submit_file_name:
             (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
         if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
             staging.pack_inputs(spec, self.task)
-        self.job_id = self.scheduler.submit(spec)
-        self.submitted_at = time.time()
-        self.journal.record_submit(
+        # the intent first: a submitter killed between the scheduler's answer and the journal write finds the
+        # attempt as `submitting` and looks the job up by name instead of submitting it twice
+        record = dict(
             run_id=spec.run_id,
             task_id=spec.task_id,
             task_family=spec.task_family,
@@ -183,11 +249,19 @@ class JobProcess:
             scheduler=spec.batch_system,
             runtime=spec.runtime,
             image=spec.image,
-            job_id=self.job_id,
             job_dir=spec.job_dir,
             marker_path=spec.marker_path,
+            absent_outputs=self.absent_outputs,
         )
-        self._journal_state = "submitted"
+        self.journal.record_submit(job_id=None, state=AttemptState.SUBMITTING.value, **record)  # type: ignore[arg-type]
+        try:
+            self.job_id = self.scheduler.submit(spec)
+        except BaseException:
+            self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="submit_error")
+            raise
+        self.submitted_at = time.time()
+        self.journal.set_job_id(spec.task_id, spec.attempt, self.job_id)
+        self._journal_state = AttemptState.SUBMITTED.value
         self._track()
         log.info(
             "submitted %s as %s job %s (attempt %d, %s, image %s); logs in %s",
@@ -279,7 +353,7 @@ class JobProcess:
 
     def _note_state(self, state: JobState) -> None:
         """Keep the journal's view (for `containerbatch status`) in step: one write per change."""
-        name = {JobState.PENDING: "queued"}.get(state, state.value)
+        name = AttemptState.of_job(state).value
         if name != self._journal_state and self._journal_state and not self.cancelled:
             self._journal_state = name
             started = time.time() if state == JobState.RUNNING else None
@@ -291,71 +365,78 @@ class JobProcess:
             self.run_ctx.cancel_all()
 
     # -- outcome -------------------------------------------------------------
-    def _read_json(self, name: str) -> dict[str, Any] | None:
-        try:
-            with open(Path(self.spec.job_dir) / name) as handle:
-                data = json.load(handle)
-            return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            return None
-
     def _finish(self, tracked: TrackedJob) -> None:
         spec = self.spec
         if spec.staged:  # the job's outputs came back in one archive
-            staging.unpack_outputs(spec)
-        result = self._read_json("result.json")
+            staging.unpack_outputs(spec, outputs=output_paths(self.task))
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)
-        self.ended_at = _job_end_time(result, spec.marker_path)
-        if result is not None and result.get("status") == "success":
+        try:
+            result = jobfiles.read_result(spec.result_path, task_id=spec.task_id, attempt=spec.attempt)
+            if result is not None and result.status == "new_deps":
+                deps = jobfiles.accept_new_deps(result.new_deps, self.imported_modules)
+        except BadResult as exc:
+            log.error("%s: the node's result is refused: %s", spec.task_id, exc)
+            self.ended_at = _job_end_time(None, spec.marker_path)
+            self._failed(Failure(Reason.BAD_RESULT, str(exc), exit_code))
+            return
+        self.ended_at = _job_end_time(result.finished if result is not None else None, spec.marker_path)
+        if result is not None and result.status == "success":
             self.journal.update(
                 spec.task_id,
                 spec.attempt,
-                state="done",
+                state=AttemptState.DONE.value,
                 exit_code=exit_code,
-                started=result.get("started"),
-                ended=result.get("finished"),
+                started=result.started,
+                ended=result.finished,
             )
             self._report(DONE, "")
             return
-        if result is not None and result.get("status") == "new_deps":
-            self.journal.update(
-                spec.task_id, spec.attempt, state="new_deps", exit_code=exit_code, ended=result.get("finished")
-            )
-            deps = [tuple(d) for d in result.get("new_deps", [])]
-            self._report(PENDING, "", new_deps=deps)
+        if result is not None and result.status == "new_deps":
+            state = AttemptState.NEW_DEPS.value
+            self.journal.update(spec.task_id, spec.attempt, state=state, exit_code=exit_code, ended=result.finished)
+            self._report(PENDING, "", new_deps=deps)  # type: ignore[arg-type]
             return
-        status = tracked.status
-        if tracked.ended_code is not None and self.job_id and spec.batch_system != "local":
-            # the marker says the job ended, not why: ask the scheduler once
-            # (TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL...)
-            try:
-                status = self.scheduler.query([self.job_id]).get(self.job_id, status)
-            except SchedulerError as exc:
-                log.info("%s: could not ask %s why job %s ended: %s", spec.task_id, spec.batch_system, self.job_id, exc)
-        oom_file = Path(spec.job_dir) / "oom_killed"
-        oom = oom_file.is_file() and oom_file.read_text().strip() == "true"
+        status = self._why_ended(tracked)
+        oom = (jobfiles.read_small(str(Path(spec.job_dir) / jobfiles.OOM_KILLED)) or "").strip() == "true"
         failure = classify(
-            result,
+            result.as_dict() if result is not None else None,
             status,
             exit_code,
             oom_killed=oom,
             memory_limited=spec.resources.memory_mb is not None,
-            cancelled=(Path(spec.job_dir) / "cancelled").exists(),
+            cancelled=os.path.lexists(Path(spec.job_dir) / jobfiles.CANCELLED),
             runtime=spec.runtime,
             stderr_tail=log_tail(spec.stderr_path, 5),
         )
-        self._failed(failure, started=(result or {}).get("started"))
+        self._failed(failure, started=result.started if result is not None else None)
+
+    def _why_ended(self, tracked: TrackedJob) -> Any:
+        """The scheduler's last word on an ended job: asked once (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL...) unless
+        it failed to answer such a question lately (then each failed job would block luigi for a timeout)."""
+        status = tracked.status
+        spec = self.spec
+        if tracked.ended_code is None or not self.job_id or spec.batch_system == "local":
+            return status
+        silent = self.run_ctx.why_silent_until
+        if silent.get(id(self.scheduler), 0.0) > time.monotonic() or status.state == JobState.UNKNOWN:
+            return status
+        try:
+            return self.scheduler.query([self.job_id]).get(self.job_id, status)
+        except Exception as exc:  # noqa: BLE001 - a scheduler's garbage never stops the run
+            silent[id(self.scheduler)] = time.monotonic() + WHY_BACKOFF
+            log.info("%s: could not ask %s why job %s ended: %s", spec.task_id, spec.batch_system, self.job_id, exc)
+            return status
 
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
         self.failures.append(failure)
         self.ended_at = self.ended_at or time.time()
-        moved = set_aside_partial_outputs(spec)
+        moved = set_aside_partial_outputs(spec, self.absent_outputs, output_paths(self.task))
         self.journal.update(
             spec.task_id,
             spec.attempt,
-            state="cancelled" if failure.reason == Reason.CANCELLED else "failed",
+            state=(AttemptState.CANCELLED if failure.reason == Reason.CANCELLED else AttemptState.FAILED).value,
             reason=failure.reason.value,
             exit_code=failure.exit_code,
             started=started,
@@ -401,20 +482,10 @@ class JobProcess:
         self.ended_at = time.time()
         submit_log = record_submit_error(spec, exc)
         try:
-            self.journal.record_submit(
-                run_id=spec.run_id,
-                task_id=spec.task_id,
-                task_family=spec.task_family,
-                params=dict(spec.params),
-                attempt=spec.attempt,
-                scheduler=spec.batch_system,
-                runtime=spec.runtime,
-                image=spec.image,
-                job_id=None,
-                job_dir=spec.job_dir,
-                marker_path=spec.marker_path,
-            )
-            self.journal.update(spec.task_id, spec.attempt, state="failed", reason="submit_error", ended=self.ended_at)
+            if self.journal.attempt(spec.task_id, spec.attempt) is None:  # refused before the intent was recorded
+                self._journal_refusal(spec)
+            state = AttemptState.FAILED.value
+            self.journal.update(spec.task_id, spec.attempt, state=state, reason="submit_error", ended=self.ended_at)
         except Exception:  # the journal's trouble must not hide the scheduler's words
             log.debug("could not journal the refused submission of %s", spec.task_id, exc_info=True)
         self.run_ctx.processes[self.key] = self  # the display and the summary see the refused attempt
@@ -443,6 +514,22 @@ class JobProcess:
         log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
 
+    def _journal_refusal(self, spec: JobSpec) -> None:
+        self.journal.record_submit(
+            run_id=spec.run_id,
+            task_id=spec.task_id,
+            task_family=spec.task_family,
+            params=dict(spec.params),
+            attempt=spec.attempt,
+            scheduler=spec.batch_system,
+            runtime=spec.runtime,
+            image=spec.image,
+            job_id=None,
+            job_dir=spec.job_dir,
+            marker_path=spec.marker_path,
+            state=AttemptState.SUBMITTING.value,
+        )
+
     def _resubmit(self) -> None:
         assert self._next_spec is not None
         self.spec, self._next_spec, self._resubmit_at = self._next_spec, None, None
@@ -452,6 +539,8 @@ class JobProcess:
                 self.submit()
         except ContainerBatchError as exc:
             self._failed_to_submit(exc)
+        except (OSError, sqlite3.Error) as exc:
+            self._failed_to_submit(SubmitError(f"cannot prepare the job of {self.spec.task_id}: {exc}"))
 
     def _report(self, status: str, explanation: str, new_deps: list[tuple[Any, ...]] | None = None) -> None:
         if self.reported:
@@ -462,13 +551,12 @@ class JobProcess:
         self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
 
 
-def _job_end_time(result: dict[str, Any] | None, marker_path: str) -> float:
+def _job_end_time(finished: Any, marker_path: str) -> float:
     """When the job ended by its own account: the runner's ``finished``, else the done-marker's time."""
-    finished = (result or {}).get("finished")
     if isinstance(finished, (int, float)) and not isinstance(finished, bool) and 0 < finished <= time.time() + 60:
         return float(finished)
     try:
-        return os.stat(marker_path).st_mtime
+        return os.lstat(marker_path).st_mtime
     except OSError:
         return time.time()
 
@@ -490,7 +578,7 @@ def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
     path = Path(spec.job_dir) / "submit.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        jobfiles.write_private(str(path), "\n".join(lines) + "\n")  # never through a link in the job folder
     except OSError:
         return None
     return str(path)
@@ -519,30 +607,32 @@ def task_lock(spec: JobSpec) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def output_paths(task: luigi.Task) -> list[str]:
-    """Local paths of a task's outputs (targets with a ``path`` on this filesystem)."""
-    paths = []
-    for target in flatten(task.output()):
-        path = getattr(target, "path", None)
-        if isinstance(path, str) and isinstance(target, luigi.LocalTarget):
-            paths.append(os.path.abspath(path))
-    return paths
+output_paths = jobfiles.output_paths
 
 
-def set_aside_partial_outputs(spec: JobSpec) -> str | None:
+def node_task_id(cls: type[luigi.Task], str_params: dict[str, str]) -> str:
+    """The id the node computes from the string parameters (``FloatParameter(default=0)`` → ``0.0``).
+
+    luigi's instance cache would hand back the submit side's own object (0 == 0.0), so the task is built
+    past it, as the node builds it: parsed from strings, in a fresh interpreter.
+    """
+    params = dict(cls.get_params())
+    kwargs = {name: params[name].parse(value) for name, value in str_params.items() if name in params}
+    return str(type.__call__(cls, **kwargs).task_id)
+
+
+def set_aside_partial_outputs(spec: JobSpec, absent: Iterable[str], outputs: Iterable[str]) -> str | None:
     """Move outputs a failed attempt left behind into its job folder, so luigi does not take them as complete.
 
-    Only paths that did not exist when the attempt was submitted are moved:
-    nothing the user made is deleted or overwritten.
+    Only the task's own outputs (``outputs``, computed on the submit side) that did not exist when the attempt
+    was submitted (``absent``, the submit side's record) are moved: nothing the user made is deleted or
+    overwritten, and nothing the node names is touched.
     """
-    try:
-        info = json.loads((Path(spec.job_dir) / "task.json").read_text())
-    except (OSError, ValueError):
-        return None
+    declared = set(outputs)
     target = Path(spec.job_dir) / "partial-outputs"
     moved = False
-    for path in info.get("absent_outputs", []):
-        if os.path.lexists(path):
+    for path in absent:
+        if path in declared and os.path.lexists(path):
             dest = target / path.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, dest)
@@ -575,6 +665,33 @@ class BatchWorker(luigi.worker.Worker):
 
     def _create_task_process(self, task: luigi.Task) -> Any:
         return JobProcess(task, self.run_ctx, self._task_result_queue)
+
+
+def _truthful(result: Any, tasks: list[luigi.Task]) -> bool:
+    """Whether the run really did what was asked: luigi's True also covers "nothing could run" (a missing
+    external input, a scheduling failure); then the reason is logged and the answer is False."""
+    from luigi.execution_summary import LuigiStatusCode
+
+    status = getattr(result, "status", None)
+    if status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        return True
+    if status is None:
+        return bool(result)
+    incomplete = [t.task_id for t in tasks if not _complete(t)]
+    why = {
+        LuigiStatusCode.MISSING_EXT: "an external input is missing (a task without run() whose output does not exist)",
+        LuigiStatusCode.SCHEDULING_FAILED: "luigi could not schedule the tasks (see the messages above)",
+        LuigiStatusCode.NOT_RUN: "some tasks were not run (their requirements could not be met)",
+    }.get(status, "some tasks failed")
+    log.error("containerbatch: the run did not complete: %s; not complete: %s", why, ", ".join(incomplete) or "-")
+    return False
+
+
+def _complete(task: luigi.Task) -> bool:
+    try:
+        return bool(task.complete())
+    except Exception:  # noqa: BLE001 - only for the message
+        return False
 
 
 class _Factory(luigi.interface._WorkerSchedulerFactory):
@@ -623,10 +740,16 @@ def process(
         signal.signal(signal.SIGTERM, on_term)
     from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
 
+    detailed = bool(build_kwargs.pop("detailed_summary", False))
     try:
         # luigi's log (and ours) into the run's log file, not on the console twice
         with run_logging(log_path_of(run)), without_luigi_console_logging(build_kwargs):
-            return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers, **build_kwargs))
+            factory = _Factory(run)
+            result = luigi.build(
+                task_list, worker_scheduler_factory=factory, workers=workers, detailed_summary=True, **build_kwargs
+            )
+        ok = _truthful(result, task_list)
+        return result if detailed else ok  # type: ignore[no-any-return]
     except KeyboardInterrupt:
         run.cancel_all()  # luigi may have stopped some already, through JobProcess.terminate
         print(

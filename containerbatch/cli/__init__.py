@@ -38,3 +38,8 @@ def main() -> None:
     except ConfigError as exc:
         err.print(f"[bold red]configuration error:[/] {exc}", highlight=False)
         sys.exit(EXIT_USAGE)
+    except OSError as exc:  # a full disk, a folder that cannot be written: a message, not a traceback
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(EXIT_USAGE)

@@ -34,7 +34,17 @@ def load_workflow(path: str) -> Any:
         raise ConfigError(f"cannot import {path} as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the workflow's own code; SystemExit/KeyboardInterrupt pass
+        del sys.modules[name]
+        import traceback
+
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ConfigError(
+            f"the workflow file {path} does not import: {type(exc).__name__}: {exc} "
+            f"({where.filename}, line {where.lineno}); run `python3 {path}` to see the whole traceback"
+        ) from None
     return module
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -114,9 +115,18 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str, limit: int = 4000) -> str:
+    """Text from a job or a scheduler, safe to print: no control characters (terminal escapes), at most ``limit``."""
+    text = _UNPRINTABLE.sub("?", str(text))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def one_line(text: str, width: int = 120) -> str:
     """The first non-empty line of ``text``, cut to ``width``."""
-    first = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    first = next((ln.strip() for ln in clean(text).splitlines() if ln.strip()), "")
     return first if len(first) <= width else first[: width - 1] + "…"
 
 
@@ -571,7 +581,7 @@ def _setting(run: Any, name: str, default: float) -> float:
 def _tail(path: str, lines: int) -> list[str]:
     from containerbatch.worker import log_tail
 
-    return [ln for ln in log_tail(path, lines).splitlines()]
+    return clean(log_tail(path, lines), 16384).splitlines()
 
 
 def _failed_procs(run: Any) -> list[Any]:
@@ -596,7 +606,7 @@ def failure_block(proc: Any, tail_lines: int = SUMMARY_TAIL) -> list[str]:
     where = f"{spec.batch_system} job {proc.job_id}" if proc.job_id else f"{spec.batch_system}, never got a job id"
     exit_text = f", exit code {code}" if code is not None else ""
     lines = [f"FAILED {spec.task_id} (attempt {spec.attempt}, {where}): {reason}{exit_text}"]
-    detail = str(getattr(last, "detail", "") or "").strip()
+    detail = clean(str(getattr(last, "detail", "") or "")).strip()
     for line in detail.splitlines()[:12]:
         lines.append(f"  {line.strip()}")
     if len(failures) > 1:

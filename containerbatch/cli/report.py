@@ -205,14 +205,9 @@ def family_stats(rows: list[Any]) -> list[dict[str, Any]]:
 
 
 def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            handle.seek(max(0, handle.tell() - 16384))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return clean("\n".join(text.splitlines()[-lines:]), 8000)
+    from containerbatch.worker import log_tail  # never blocks on a FIFO, never follows a link
+
+    return clean(log_tail(str(path), lines), 8000)
 
 
 def failure_details(rows: list[Any]) -> list[dict[str, Any]]:

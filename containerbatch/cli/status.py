@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EX
 from containerbatch.cli.display import (
     FAILED_STATES,
     FINAL_STATES,
+    clean,
     fmt_elapsed,
     fmt_time,
     one_line,
@@ -102,21 +102,11 @@ def elapsed(row: AttemptRow, now: float) -> float | None:
     return None if end is None else end - begin
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+def _read_text(path: Path, limit: int = 1 << 20) -> str:
+    """A small regular file of a job folder; "" when absent, a link, a FIFO or too big (never blocks)."""
+    from containerbatch.jobfiles import read_small
 
-
-def clean(text: str, limit: int = 4000) -> str:
-    """Text from a job or a scheduler, safe to print: no control characters (terminal escapes), at most ``limit``."""
-    text = _UNPRINTABLE.sub("?", str(text))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _read_text(path: Path, limit: int = 65536) -> str:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(limit).decode(errors="replace")
-    except OSError:
-        return ""
+    return read_small(str(path), limit) or ""
 
 
 def submit_words(job_dir: str) -> str:
