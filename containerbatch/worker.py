@@ -728,7 +728,10 @@ def process(
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     run = run or Run()
-    run.preflight(task_list)
+    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
+
+    with run_logging(log_path_of(run)):  # image conversions and reconciling are part of the run's log
+        run.preflight(task_list)
     build_kwargs.setdefault("local_scheduler", True)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -738,8 +741,6 @@ def process(
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
-    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
-
     detailed = bool(build_kwargs.pop("detailed_summary", False))
     try:
         # luigi's log (and ours) into the run's log file, not on the console twice

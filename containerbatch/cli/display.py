@@ -38,6 +38,7 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -267,6 +268,38 @@ class ProgressDisplay:
         self._stop = threading.Event()
         self._streams: list[tuple[logging.StreamHandler[Any], Any]] = []
         self.last: Snapshot | None = None
+        #: long operations under way (image conversions): key -> (text, started, last reported)
+        self.activities: dict[str, list[Any]] = {}
+        self._activity_lock = threading.Lock()
+
+    # -- long operations -----------------------------------------------------------
+    def on_activity(self, event: str, key: str, text: str, started: float) -> None:
+        """Listener of :func:`containerbatch.runlog.activity`: show a long operation while it runs."""
+        now = time.time()
+        with self._activity_lock:
+            if event == "start":
+                self.activities[key] = [text, started, now]
+            else:
+                self.activities.pop(key, None)
+        if self._live is None:  # plain mode: a line when it starts and when it ends
+            stamp = time.strftime("%H:%M:%S", time.localtime(now))
+            took = fmt_elapsed(now - started)
+            line = f"{stamp} {text} ..." if event == "start" else f"{stamp} {text}: done in {took}"
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.tick()
+
+    def _activity_lines(self, now: float, every: float | None = None) -> list[str]:
+        """``converting … (1m05s)`` for each operation under way; with ``every``: only those not told for so long."""
+        lines = []
+        with self._activity_lock:
+            for entry in self.activities.values():
+                text, started, told = entry
+                if every is not None and now - told < every:
+                    continue
+                entry[2] = now
+                lines.append(f"{text} ({fmt_elapsed(now - started)} so far)")
+        return lines
 
     # -- data ------------------------------------------------------------------
     def _state(self, proc: Any, now: float) -> tuple[str, str]:
@@ -409,6 +442,8 @@ class ProgressDisplay:
         limit = self._limit()
         rows, hidden = self.rows(snap)
         parts: list[RenderableType] = [self.header(snap)]
+        for line in self._activity_lines(snap.taken):
+            parts.append(Spinner("dots", text=Text(line, style="cyan")))
         families = self.families(snap)
         if hidden and len(families) > 0:
             # too many to list: one row per family, then the failures and retries that fit
@@ -496,10 +531,10 @@ class ProgressDisplay:
         return snap
 
     def _plain(self, snap: Snapshot, final: bool) -> list[str]:
-        if snap.total <= self.threshold:
-            return self.events(snap)
         stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken))
-        lines = []
+        lines = [f"{stamp} {line}" for line in self._activity_lines(snap.taken, every=self.interval)]
+        if snap.total <= self.threshold:
+            return lines + self.events(snap)
         for view in snap.views:  # failures and retries: a line each, even in large runs
             label = view.detail if view.state == "retrying" else view.state
             if self._last_label.get(view.key) == label:
@@ -525,7 +560,10 @@ class ProgressDisplay:
                 log.debug("progress display failed", exc_info=True)
 
     def __enter__(self) -> ProgressDisplay:
+        from containerbatch.runlog import ACTIVITY_LISTENERS
+
         self.started = time.time()
+        ACTIVITY_LISTENERS.append(self.on_activity)
         if self.live_mode:
             self._live = Live(
                 console=self.console, auto_refresh=False, redirect_stdout=True, redirect_stderr=True, transient=False
@@ -538,6 +576,10 @@ class ProgressDisplay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from containerbatch.runlog import ACTIVITY_LISTENERS
+
+        if self.on_activity in ACTIVITY_LISTENERS:
+            ACTIVITY_LISTENERS.remove(self.on_activity)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
