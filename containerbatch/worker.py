@@ -683,7 +683,12 @@ def _truthful(result: Any, tasks: list[luigi.Task]) -> bool:
         LuigiStatusCode.SCHEDULING_FAILED: "luigi could not schedule the tasks (see the messages above)",
         LuigiStatusCode.NOT_RUN: "some tasks were not run (their requirements could not be met)",
     }.get(status, "some tasks failed")
-    log.error("containerbatch: the run did not complete: %s; not complete: %s", why, ", ".join(incomplete) or "-")
+    log.error(
+        "containerbatch: the run did not complete: %s; not complete: %s",
+        why,
+        ", ".join(incomplete) or "-",
+        extra={FAILURE_ATTR: why == "some tasks failed"},  # the CLI's end summary explains failed tasks
+    )
     return False
 
 

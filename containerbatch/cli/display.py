@@ -96,10 +96,12 @@ def styled_state(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def counts_line(counts: dict[str, int]) -> Text:
-    """``waiting 3  running 2  done 10 …`` with every state's colour."""
+def counts_line(counts: dict[str, int], only_present: bool = False) -> Text:
+    """``waiting 3  running 2  done 10 …`` with every state's colour (``only_present``: the states in ``counts``)."""
     text = Text()
     for state in PROGRESS_STATES:
+        if only_present and state not in counts:
+            continue
         if text:
             text.append("  ")
         count = counts.get(state, 0)
@@ -263,6 +265,7 @@ class ProgressDisplay:
         self._outcomes: dict[str, str] = {}
         self._last_label: dict[str, str] = {}
         self._last_summary = 0.0
+        self._final = False  # the last frame: no ETA
         self._live: Live | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -424,11 +427,14 @@ class ProgressDisplay:
 
     def header(self, snap: Snapshot) -> RenderableType:
         """Title, counts, progress bar with ETA."""
-        title = Text.assemble(("containerbatch ", "bold"), (f"run {snap.run_id}  ", "dim"), counts_line(snap.counts))
+        counts = counts_line(snap.counts)
+        if len(counts) + len(snap.run_id) + 20 > self.console.width:  # narrow terminal: the states with tasks
+            counts = counts_line({k: v for k, v in snap.counts.items() if v}, only_present=True)
+        title = Text.assemble(("containerbatch ", "bold"), (f"run {snap.run_id}  ", "dim"), counts)
         bar = Table.grid(padding=(0, 1))
         bar.add_column(width=40)
         bar.add_column()
-        eta = snap.eta()
+        eta = None if self._final else snap.eta()
         done_text = f"{snap.finished}/{snap.total} ended"
         timing = f"elapsed {fmt_elapsed(snap.taken - snap.started)}" + (f"  ETA {fmt_elapsed(eta)}" if eta else "")
         bar.add_row(
@@ -462,26 +468,45 @@ class ProgressDisplay:
                 parts.append(Text(f"… and {len(families) - len(shown_families)} more families", style="dim"))
             room = max(2, limit - len(shown_families) - 2)
             rows, hidden = rows[:room], hidden + max(0, len(rows) - room)
-        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-        for column in ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed", "reason"):
-            table.add_column(
-                column,
-                no_wrap=True,
-                overflow="ellipsis",
-                max_width=60 if column == "task" else (70 if column == "reason" else None),
-                justify="right" if column in ("attempt", "elapsed") else "left",
-            )
-        for view in rows:
-            table.add_row(
+        cells = [
+            (
                 view.task_id,
                 str(view.attempt),
-                styled_state(view.detail if view.state == "retrying" else view.state),
+                view.detail if view.state == "retrying" else view.state,
                 view.scheduler,
                 view.job_id,
                 view.image,
                 fmt_elapsed(view.elapsed),
-                Text(view.reason, style="red" if view.state == "failed" else ""),
+                view.reason,
             )
+            for view in rows
+        ]
+        columns = ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed", "reason")
+        # a column nobody fills (image with runtime host, reason when nothing failed) is left out; the others
+        # keep their width and the reason column is cut to what is left
+        keep = [i for i, name in enumerate(columns) if name in ("task", "state") or any(c[i] for c in cells)]
+        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+        for i in keep:
+            name = columns[i]
+            widest = max([len(name), *(len(c[i]) for c in cells)])
+            table.add_column(
+                name,
+                no_wrap=True,
+                overflow="ellipsis",
+                min_width=None if name == "reason" else min(widest, 40),
+                max_width=60 if name == "task" else None,
+                justify="right" if name in ("attempt", "elapsed") else "left",
+            )
+        for view, row in zip(rows, cells, strict=True):
+            values: list[RenderableType] = []
+            for i in keep:
+                if columns[i] == "state":
+                    values.append(styled_state(row[i]))
+                elif columns[i] == "reason":
+                    values.append(Text(row[i], style="red" if view.state == "failed" else ""))
+                else:
+                    values.append(row[i])
+            table.add_row(*values)
         parts.append(table)
         if hidden:
             parts.append(Text(f"… and {hidden} more (`containerbatch status` lists every attempt)", style="dim"))
@@ -583,6 +608,7 @@ class ProgressDisplay:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._final = True
         snap = self.tick(final=True)
         if self._live is not None:
             self._live.stop()
@@ -663,7 +689,7 @@ def failure_block(proc: Any, tail_lines: int = SUMMARY_TAIL) -> list[str]:
     tail, which = _tail(stderr, tail_lines), stderr
     if not tail:
         tail, which = _tail(stdout, tail_lines), stdout
-    lines.append(f"  log: {stderr}" + (f" (stdout: {stdout})" if stdout else ""))
+    lines.append(f"  log: {which or stderr}")
     if tail:
         lines.append(f"  last lines of {os.path.basename(which)}:")
         lines.extend(f"  | {ln}" for ln in tail)
