@@ -128,7 +128,7 @@ def task_exception(job_dir: str) -> str:
     """The exception a failed task raised, from its result.json (written on the node: shown as text only)."""
     try:
         data = json.loads(_read_text(Path(job_dir) / "result.json"))
-    except ValueError:
+    except (ValueError, RecursionError):  # what a node wrote: anything at all
         return ""
     if not isinstance(data, dict):
         return ""
