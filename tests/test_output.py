@@ -245,3 +245,35 @@ def test_run_logging_writes_the_file_and_leaves_the_program_as_it_was(tmp_path: 
         "luigi-interface:WARNING:after the run",
     ]
     assert (luigi_log.level, luigi_log.propagate, list(luigi_log.handlers)) == before
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "code", "said", "fix"),
+    [
+        ("lsf", 255, "short: No such queue. Job not submitted.", "`bqueues` lists the queues"),
+        ("slurm", 1, "sbatch: error: invalid partition specified: gpu", "`sinfo -s` lists them"),
+        ("slurm", 1, "sbatch: error: Invalid account or account/partition combination specified", "sacctmgr"),
+        ("lsf", 0, "Welcome to LSF", "the job may have been submitted anyway"),
+    ],
+)
+def test_permanent_refusals_name_the_fix(scheduler: str, code: int, said: str, fix: str) -> None:
+    from containerbatch.plugins import schedulers
+    from containerbatch.schedulers.base import CommandResult
+
+    sched = schedulers.get(scheduler)({})
+    result = CommandResult(("bsub" if scheduler == "lsf" else "sbatch", "job.sh"), code, "", said)
+    with pytest.raises(Exception) as caught:
+        sched.parse_submit(result)
+    exc = caught.value
+    assert getattr(exc, "transient", None) is False
+    assert fix in str(exc) and said in str(exc)
+
+
+def test_a_transient_refusal_is_transient() -> None:
+    from containerbatch.plugins import schedulers
+    from containerbatch.schedulers.base import CommandResult
+
+    result = CommandResult(("sbatch", "job.sh"), 1, "", "sbatch: error: Batch job submission failed: Socket timed out")
+    with pytest.raises(Exception) as caught:
+        schedulers.get("slurm")({}).parse_submit(result)
+    assert getattr(caught.value, "transient", None) is True and "retrying may help" in str(caught.value)
