@@ -277,3 +277,22 @@ def test_a_transient_refusal_is_transient() -> None:
     with pytest.raises(Exception) as caught:
         schedulers.get("slurm")({}).parse_submit(result)
     assert getattr(caught.value, "transient", None) is True and "retrying may help" in str(caught.value)
+
+
+def test_times_are_the_jobs_own(twenty: tuple[Path, str, str, int]) -> None:
+    """The journal (so status and report) has the end the job recorded, for a failure too, not when it was seen."""
+    from containerbatch.journal import Journal
+
+    folder = twenty[0]
+    journal = Journal(folder / ".containerbatch" / "journal.sqlite")
+    try:
+        rows = [r for r in journal.attempts() if r.task_family == "Leaf"]
+    finally:
+        journal.close()
+    assert len(rows) == 20
+    for row in rows:
+        result = json.loads((Path(row.job_dir) / "result.json").read_text())
+        assert row.ended == pytest.approx(result["finished"], abs=1e-3), row.task_id
+        assert row.started == pytest.approx(result["started"], abs=1e-3)
+    failed = next(r for r in rows if r.state == "failed")
+    assert failed.task_id.startswith("Leaf_5_") and failed.reason == "task_error"
