@@ -157,6 +157,9 @@ def test_refused_submission_shows_the_schedulers_words(tmp_path: Path) -> None:
     last = [ln for ln in out.splitlines() if re.match(r"run \d{8}-", ln)][-1]
     assert "failed 3" in last and "waiting" not in last, last
     assert bsub_calls(env) == 3  # a permanent refusal is not asked again
+    assert re.search(r"containerbatch logs Leaf_\d_\w+   \(what the batch system said\)", out)
+    logs = run_cli(["logs", "Leaf_0"], cwd=tmp_path, env=env)
+    assert logs.returncode == 0 and REFUSAL in logs.stdout and "was never submitted" in logs.stderr
     submit_log = next(tmp_path.glob("logs/Leaf/Leaf_0_*/attempt-1/submit.log")).read_text()
     assert REFUSAL in submit_log and "exit code: 2" in submit_log and "command: bsub -J" in submit_log
     # status: a row per refused attempt, without a job id, with the scheduler's words

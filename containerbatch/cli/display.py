@@ -744,6 +744,8 @@ def final_summary(
         text.append("next:")
         if with_log:
             text.append(f"  containerbatch logs {with_log[0].spec.task_id} --stderr   (the log of a failed task)")
+        else:
+            text.append(f"  containerbatch logs {failed[0].spec.task_id}   (what the batch system said)")
         text.append(f"  containerbatch status {run_id}   (every attempt, with reasons)")
         text.append(f"  containerbatch report {run_id}   (HTML timeline and statistics)")
     if log_path:
