@@ -157,11 +157,63 @@ def test_report_is_self_contained(mixed_run: Path, monkeypatch: pytest.MonkeyPat
     assert "<link" not in html and "@import" not in html and "url(" not in html
 
 
+def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
+    """Width, height and rows of RGB(A) bytes of an 8-bit, non-interlaced PNG (what Chromium writes)."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, kind = 8, b"", 0, 0, 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if tag == b"IHDR":
+            width, height, depth, kind, _c, _f, interlace = struct.unpack(">IIBBBBB", body)
+            assert depth == 8 and kind in (2, 6) and interlace == 0
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    bpp = 4 if kind == 6 else 3
+    raw, stride, rows, prev = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
+    for y in range(height):
+        kind_byte, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if kind_byte == 1:
+                line[i] = (line[i] + a) & 255
+            elif kind_byte == 2:
+                line[i] = (line[i] + b) & 255
+            elif kind_byte == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif kind_byte == 4:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return width, height, rows
+
+
+def colour_count(path: Path, hex_colour: str) -> int:
+    """How many pixels of the screenshot have exactly ``hex_colour``."""
+    width, _height, rows = png_pixels(path)
+    want = bytes.fromhex(hex_colour.lstrip("#"))
+    bpp = len(rows[0]) // width
+    return sum(1 for row in rows for i in range(0, len(row), bpp) if row[i : i + 3] == want)
+
+
 def test_screenshot_shows_the_timeline(mixed_run: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a person sees in Chromium: the done bars, the failed bar and the failed attempt's section (red)."""
+    from containerbatch.cli.report import COLORS
+
     _, page = make_report(mixed_run, monkeypatch)
     shot = tmp_path / "report.png"
     proc = browse(page, f"--screenshot={shot}")
     assert proc.returncode == 0 and shot.stat().st_size > 10_000
+    done, failed = colour_count(shot, COLORS["done"]), colour_count(shot, COLORS["failed"])
+    assert done > 3 * 200  # three done bars, each well over 200 pixels
+    assert failed > 200  # the failed bar, the legend and the border of the failure's section
     keep = os.environ.get("CB_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
