@@ -274,6 +274,7 @@ class ProgressDisplay:
         #: long operations under way (image conversions): key -> (text, started, last reported)
         self.activities: dict[str, list[Any]] = {}
         self._activity_lock = threading.Lock()
+        self._tick_lock = threading.RLock()
 
     # -- long operations -----------------------------------------------------------
     def on_activity(self, event: str, key: str, text: str, started: float) -> None:
@@ -546,14 +547,15 @@ class ProgressDisplay:
 
     # -- driving -------------------------------------------------------------------
     def tick(self, final: bool = False) -> Snapshot:
-        """Take a snapshot and show it."""
-        snap = self.snapshot()
-        if self._live is not None:
-            self._live.update(self.render(snap), refresh=True)
-        else:
-            for line in self._plain(snap, final):
-                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        return snap
+        """Take a snapshot and show it (one at a time: the display's thread and an activity's may both ask)."""
+        with self._tick_lock:
+            snap = self.snapshot()
+            if self._live is not None:
+                self._live.update(self.render(snap), refresh=True)
+            else:
+                for line in self._plain(snap, final):
+                    self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            return snap
 
     def _plain(self, snap: Snapshot, final: bool) -> list[str]:
         stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken))
