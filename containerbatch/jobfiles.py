@@ -26,7 +26,7 @@ import os
 import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "CANCELLED",
@@ -182,6 +182,37 @@ def read_small(path: str, limit: int = 4096) -> str | None:
     if len(data) > limit:
         return None
     return data.decode("utf-8", errors="replace")
+
+
+def open_node_file(path: str | os.PathLike[str]) -> BinaryIO | None:
+    """A file the node wrote, opened for reading only when it is a regular file: never through a link, never
+    blocking on a FIFO in its place. None when absent or refused; the caller closes it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+    except OSError:
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def tail_text(path: str | os.PathLike[str], lines: int = 20, window: int = 16384) -> str:
+    """The last ``lines`` of a log the job wrote (see :func:`open_node_file`), decoded with replacement."""
+    handle = open_node_file(path)
+    if handle is None:
+        return ""
+    try:
+        with handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - window))
+            return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def read_result(path: str, task_id: str | None = None, attempt: int | None = None) -> Result | None:

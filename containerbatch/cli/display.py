@@ -42,6 +42,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from containerbatch import jobfiles
+
 #: the states the live display counts, in display order
 PROGRESS_STATES = ("waiting", "submitted", "queued", "running", "retrying", "done", "failed", "unknown")
 #: journal states after which an attempt changes no more
@@ -182,11 +184,11 @@ class Snapshot:
 
 def _outcome_from_result(path: str) -> str:
     try:
-        with open(path) as handle:
-            status = json.load(handle).get("status")
-    except (OSError, ValueError, AttributeError):
+        result = jobfiles.read_result(path)  # written on the node: validated
+    except jobfiles.BadResult:
         return "failed"
-    return {"success": "done", "new_deps": "waiting"}.get(str(status), "failed")
+    status = result.status if result is not None else ""
+    return {"success": "done", "new_deps": "waiting"}.get(status, "failed")
 
 
 def failure_reason(proc: Any) -> str:
@@ -649,9 +651,7 @@ def _setting(run: Any, name: str, default: float) -> float:
 
 
 def _tail(path: str, lines: int) -> list[str]:
-    from containerbatch.worker import log_tail
-
-    return clean(log_tail(path, lines), 16384).splitlines()
+    return clean(jobfiles.tail_text(path, lines), 16384).splitlines()  # written on the node: no links, no FIFOs
 
 
 def _failed_procs(run: Any) -> list[Any]:

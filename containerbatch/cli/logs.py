@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from containerbatch import jobfiles
 from containerbatch.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err
 from containerbatch.cli.display import FINAL_STATES, print_json
 from containerbatch.cli.status import STATE_DIR_HELP, fail, open_journal
@@ -76,13 +78,12 @@ def find_task(journal: Journal, query: str, run_id: str | None = None) -> list[A
 
 def _read_log(path: Path) -> str:
     """A job's log, read without following a link and without blocking on a FIFO put in its place."""
-    import os
-    import stat
-
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # FileNotFoundError when absent
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            fail(f"{path} is not a regular file (a link or a pipe the job put there); not reading it")
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    handle = jobfiles.open_node_file(path)
+    if handle is None:
+        fail(f"{path} is not a regular file (a link or a pipe the job put there); not reading it")
+    with handle:
         return handle.read().decode(errors="replace")
 
 
@@ -167,12 +168,15 @@ def _follow(journal: Journal, row: AttemptRow, path: Path, stream: str, as_json:
     try:
         while True:
             done = _ended(journal, row)  # read before the file: the last bytes come before the end mark
-            try:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read()
-            except FileNotFoundError:
-                chunk = b""
+            chunk = b""
+            handle = jobfiles.open_node_file(path)  # written on the node: no links, no FIFOs
+            if handle is not None:
+                try:
+                    with handle:
+                        handle.seek(offset)
+                        chunk = handle.read()
+                except OSError:
+                    chunk = b""
             if chunk:
                 offset += len(chunk)
                 text = chunk.decode(errors="replace")

@@ -24,6 +24,7 @@ from typing import Any
 
 import typer
 
+from containerbatch import jobfiles
 from containerbatch.cli.common import EXIT_OK, out
 from containerbatch.cli.display import FAILED_STATES, fmt_elapsed, fmt_time, print_json
 from containerbatch.cli.status import (
@@ -205,9 +206,7 @@ def family_stats(rows: list[Any]) -> list[dict[str, Any]]:
 
 
 def _tail(path: Path, lines: int) -> str:
-    from containerbatch.worker import log_tail  # never blocks on a FIFO, never follows a link
-
-    return clean(log_tail(str(path), lines), 8000)
+    return clean(jobfiles.tail_text(path, lines), 8000)
 
 
 def failure_details(rows: list[Any]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import typer
+from luigi.cmdline_parser import CmdlineParser
 
 from containerbatch import jobscript, settings
 from containerbatch.cli.common import (
@@ -26,6 +27,17 @@ from containerbatch.runlog import log_path_of
 from containerbatch.spec import SCRATCH
 
 TASK_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+#: luigi options that name a central scheduler (luigid) instead of the local one
+CENTRAL_SCHEDULER = ("--scheduler-host", "--scheduler-port", "--scheduler-url")
+
+
+def luigi_options(task_args: list[str]) -> dict[str, Any]:
+    """What process() must know of luigi's options: a central scheduler named on the command line means no
+    local scheduler (luigi reads the address itself)."""
+    named = {arg.split("=", 1)[0] for arg in task_args}
+    if named & set(CENTRAL_SCHEDULER) and "--local-scheduler" not in named:
+        return {"local_scheduler": False}
+    return {}
 
 
 def _apply_overrides(image: str | None, runtime: str | None, batch_system: str | None) -> None:
@@ -134,16 +146,20 @@ def register(app: typer.Typer) -> None:
         log_file = str(log_path_of(run_ctx))
         summarised.active = True  # failures are explained once, in the end summary
         started = time.time()
+        kwargs = luigi_options(list(ctx.args))
         try:
-            if progress and not as_json:
-                with ProgressDisplay(run_ctx, console=out, log_path=log_file):
-                    ok = process([task], workers=workers, run=run_ctx)
-            else:
-                ok = process([task], workers=workers, run=run_ctx)
-                # --json: stdout is the document; the summary goes to stderr
-                display = ProgressDisplay(run_ctx, console=err if as_json else out, live=False)
-                display.started = started
-                final_summary(run_ctx, display.console, display=display, log_path=log_file)
+            # luigi's own options after the task (--worker-keep-alive, --scheduler-host ...) stay in force
+            # while luigi builds: its config classes read them from the active command-line parser
+            with CmdlineParser.global_instance(list(ctx.args)):
+                if progress and not as_json:
+                    with ProgressDisplay(run_ctx, console=out, log_path=log_file):
+                        ok = process([task], workers=workers, run=run_ctx, **kwargs)
+                else:
+                    ok = process([task], workers=workers, run=run_ctx, **kwargs)
+                    # --json: stdout is the document; the summary goes to stderr
+                    display = ProgressDisplay(run_ctx, console=err if as_json else out, live=False)
+                    display.started = started
+                    final_summary(run_ctx, display.console, display=display, log_path=log_file)
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
@@ -180,6 +196,9 @@ def register(app: typer.Typer) -> None:
             command = [arg.replace(SCRATCH, "$_CONDOR_SCRATCH_DIR") for arg in command]
             scheduler = run.scheduler(dict(spec.settings))
             submit_argv = scheduler.submit_argv(spec)
+            from containerbatch.batching import show_blocks
+
+            batch_blocks = show_blocks(run, spec)  # arrays, tasks_per_job
         finally:
             run.poller.stop()
         if as_json:
@@ -193,6 +212,7 @@ def register(app: typer.Typer) -> None:
                 "submit_file": submit_file,
                 "job_script": script,
                 "container_command": command,
+                "batch_scripts": [{"title": title, "text": body} for title, body in batch_blocks],
             }
             out.print_json(json.dumps(doc))
             return
@@ -207,6 +227,8 @@ def register(app: typer.Typer) -> None:
         if spec.staged:
             text.append("# (no shared filesystem: $cb_scratch is the job's scratch folder, $_CONDOR_SCRATCH_DIR)")
         text.append(shown_command)
+        for title, body in batch_blocks:
+            text += [f"# {title}:", body] if body else [f"# {title}"]
         out.rule(f"{spec.task_id}: {spec.batch_system} / {spec.runtime} / {spec.image}")
         for block in text:
             out.print(block, markup=False, highlight=False, soft_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -15,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from containerbatch import jobfiles
 from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err, out
 from containerbatch.cli.display import (
     FAILED_STATES,
@@ -102,11 +102,15 @@ def elapsed(row: AttemptRow, now: float) -> float | None:
     return None if end is None else end - begin
 
 
-def _read_text(path: Path, limit: int = 1 << 20) -> str:
-    """A small regular file of a job folder; "" when absent, a link, a FIFO or too big (never blocks)."""
-    from containerbatch.jobfiles import read_small
-
-    return read_small(str(path), limit) or ""
+def _read_text(path: Path, limit: int = 65536) -> str:
+    handle = jobfiles.open_node_file(path)  # written on the node: no links, no FIFOs
+    if handle is None:
+        return ""
+    try:
+        with handle:
+            return handle.read(limit).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def submit_words(job_dir: str) -> str:
@@ -125,14 +129,12 @@ def submit_words(job_dir: str) -> str:
 
 
 def task_exception(job_dir: str) -> str:
-    """The exception a failed task raised, from its result.json (written on the node: shown as text only)."""
+    """The exception a failed task raised, from its result.json (written on the node: validated, shown as text)."""
     try:
-        data = json.loads(_read_text(Path(job_dir) / "result.json"))
-    except (ValueError, RecursionError):  # what a node wrote: anything at all
-        return ""
-    if not isinstance(data, dict):
-        return ""
-    return clean(str(data.get("exception") or ""), 2000)
+        result = jobfiles.read_result(str(Path(job_dir) / "result.json"))
+    except jobfiles.BadResult as exc:
+        return clean(f"(result refused: {exc})", 2000)
+    return clean(result.exception, 2000) if result is not None else ""
 
 
 def attempt_detail(row: AttemptRow) -> str:
