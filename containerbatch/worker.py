@@ -581,20 +581,10 @@ class JobProcess:
         self.ended_at = time.time()
         submit_log = record_submit_error(spec, exc)
         try:
-            self.journal.record_submit(
-                run_id=spec.run_id,
-                task_id=spec.task_id,
-                task_family=spec.task_family,
-                params=dict(spec.params),
-                attempt=spec.attempt,
-                scheduler=spec.batch_system,
-                runtime=spec.runtime,
-                image=spec.image,
-                job_id=None,
-                job_dir=spec.job_dir,
-                marker_path=spec.marker_path,
-            )
-            self.journal.update(spec.task_id, spec.attempt, state="failed", reason="submit_error", ended=self.ended_at)
+            if self.journal.attempt(spec.task_id, spec.attempt) is None:  # refused before the intent was recorded
+                self._journal_refusal(spec)
+            state = AttemptState.FAILED.value
+            self.journal.update(spec.task_id, spec.attempt, state=state, reason="submit_error", ended=self.ended_at)
         except Exception:  # the journal's trouble must not hide the scheduler's words
             log.debug("could not journal the refused submission of %s", spec.task_id, exc_info=True)
         self.run_ctx.processes[self.key] = self  # the display and the summary see the refused attempt
@@ -622,6 +612,22 @@ class JobProcess:
         )
         log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
+
+    def _journal_refusal(self, spec: JobSpec) -> None:
+        self.journal.record_submit(
+            run_id=spec.run_id,
+            task_id=spec.task_id,
+            task_family=spec.task_family,
+            params=dict(spec.params),
+            attempt=spec.attempt,
+            scheduler=spec.batch_system,
+            runtime=spec.runtime,
+            image=spec.image,
+            job_id=None,
+            job_dir=spec.job_dir,
+            marker_path=spec.marker_path,
+            state=AttemptState.SUBMITTING.value,
+        )
 
     def canary_failed(self, message: str) -> None:
         """The canary of this task's image failed: the task was never submitted."""
@@ -655,7 +661,7 @@ def _job_end_time(finished: float | None, marker_path: str) -> float:
     if isinstance(finished, (int, float)) and not isinstance(finished, bool) and 0 < finished <= time.time() + 60:
         return float(finished)
     try:
-        return os.stat(marker_path).st_mtime
+        return os.lstat(marker_path).st_mtime
     except OSError:
         return time.time()
 
@@ -852,7 +858,12 @@ def _truthful(result: Any, tasks: list[luigi.Task]) -> bool:
         LuigiStatusCode.SCHEDULING_FAILED: "luigi could not schedule the tasks (see the messages above)",
         LuigiStatusCode.NOT_RUN: "some tasks were not run (their requirements could not be met)",
     }.get(status, "some tasks failed")
-    log.error("containerbatch: the run did not complete: %s; not complete: %s", why, ", ".join(incomplete) or "-")
+    log.error(
+        "containerbatch: the run did not complete: %s; not complete: %s",
+        why,
+        ", ".join(incomplete) or "-",
+        extra={FAILURE_ATTR: why == "some tasks failed"},  # the CLI's end summary explains failed tasks
+    )
     return False
 
 
@@ -945,7 +956,10 @@ def process(
     if b2luigi_arguments(build_kwargs, task_list):
         return True  # dry_run: nothing submitted
     run = run or Run()
-    run.preflight(task_list)
+    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
+
+    with run_logging(log_path_of(run)):  # image conversions and reconciling are part of the run's log
+        run.preflight(task_list)
     if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
         build_kwargs.setdefault("local_scheduler", True)
     previous = signal.getsignal(signal.SIGTERM)
@@ -957,8 +971,6 @@ def process(
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
     detailed = bool(build_kwargs.pop("detailed_summary", False))
-    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
-
     try:
         # luigi's log (and ours) into the run's log file, not on the console twice
         with run_logging(log_path_of(run)), without_luigi_console_logging(build_kwargs):

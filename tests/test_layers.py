@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("orchestration", {"containerbatch.run", "containerbatch.worker", "containerbatch.batching"}),
     (
         "services",
-        {"containerbatch.poller", "containerbatch.docs", "containerbatch.runlog", "containerbatch.luigisched"},
+        {"containerbatch.poller", "containerbatch.docs", "containerbatch.luigisched"},
     ),
     (
         "plugins",
@@ -65,6 +65,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "containerbatch.states",
             "containerbatch.jobfiles",
             "containerbatch.errors",
+            "containerbatch.runlog",  # standard library only: images marks its conversions with activity()
             "containerbatch.runner",
         },
     ),
