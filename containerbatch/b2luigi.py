@@ -147,6 +147,14 @@ def check_grouping(tasks: Iterable[luigi.Task]) -> None:
             )
 
 
+def prepare_run(run: Any, tasks: list[luigi.Task]) -> None:
+    """What a run of b2luigi tasks needs, however it was started (``containerbatch run``, plain
+    ``containerbatch.process`` or this module's ``process``): grouping refused, the settings snapshot
+    for the node."""
+    check_grouping(tasks)
+    run.node_context.setdefault("b2luigi_settings", settings_snapshot())
+
+
 def _call_b2luigi(task_like_elements: Any, arguments: dict[str, Any], kwargs: dict[str, Any]) -> Any:
     accepted = inspect.signature(_b2luigi.process).parameters
     passed = {k: v for k, v in arguments.items() if k in accepted}
@@ -232,8 +240,7 @@ def _run_batch(tasks: list[luigi.Task], kwargs: dict[str, Any]) -> bool:
     from containerbatch.settings import SettingsResolver
     from containerbatch.worker import process as cb_process
 
-    check_grouping(tasks)
     run = Run(SettingsResolver(defaults={"batch_system": "auto"}))
-    run.node_context["b2luigi_settings"] = settings_snapshot()
+    prepare_run(run, tasks)
     workers = int(kwargs.pop("workers", 1) or 1)
     return cb_process(tasks, workers=workers, run=run, **kwargs)

@@ -680,6 +680,17 @@ def b2luigi_arguments(build_kwargs: dict[str, Any], tasks: list[luigi.Task]) -> 
     return True
 
 
+def uses_b2luigi(tasks: list[luigi.Task]) -> bool:
+    """Whether any task of the graph is a b2luigi task (b2luigi is never imported here for it)."""
+    b2luigi = sys.modules.get("b2luigi")
+    base = getattr(b2luigi, "Task", None)
+    if not isinstance(base, type):
+        return False
+    from containerbatch.run import walk
+
+    return any(isinstance(task, base) for task in walk(tasks))
+
+
 def process(
     tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None, **build_kwargs: Any
 ) -> bool:
@@ -713,6 +724,10 @@ def process(
     if b2luigi_arguments(build_kwargs, task_list):
         return True  # dry_run: nothing submitted
     run = run or Run()
+    if uses_b2luigi(task_list):  # the node applies the b2luigi settings in force here
+        from containerbatch.b2luigi import prepare_run
+
+        prepare_run(run, task_list)
     run.preflight(task_list)
     if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
         build_kwargs.setdefault("local_scheduler", True)
