@@ -461,6 +461,15 @@ DEFINITIONS: dict[str, Setting] = {
             "resubmission",
         ),
         _s(
+            "outputs_wait",
+            _as_float,
+            10.0,
+            "float",
+            "Seconds a job that reported success may take for its outputs to show on the submit host (slow "
+            "network filesystems) before it fails with outputs_missing.",
+            "polling",
+        ),
+        _s(
             "max_dynamic_rounds",
             _as_int,
             100,

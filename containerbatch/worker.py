@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 #: seconds a staged job's output archive may trail its done-marker
 STAGE_OUT_WAIT = 30.0
-#: seconds a successful job's outputs may take to show on the submit host (NFS attribute caches)
-OUTPUTS_WAIT = 10.0
 #: rounds a task may report dynamic requirements that are already complete on the submit host
 STALE_DYNAMIC_ROUNDS = 3
 
@@ -261,7 +259,7 @@ class JobProcess:
         if result is None or result.get("status") != "success" or not missing_outputs(self.task)[0]:
             return False
         self._outputs_wait_since = self._outputs_wait_since or time.time()
-        return time.time() - self._outputs_wait_since < OUTPUTS_WAIT
+        return time.time() - self._outputs_wait_since < float(self.spec.settings.get("outputs_wait", 10.0))
 
     def _held(self, tracked: TrackedJob) -> bool:
         """A held job is neither running nor failed; after held_timeout, held_action decides."""
