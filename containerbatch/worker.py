@@ -468,7 +468,9 @@ class JobProcess:
             self._resubmit_at = time.time() + self.policy.delay(self.spec.attempt)
             log.warning("%s: submission failed (%s); trying again", self.spec.task_id, exc)
             return
-        self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+        message = f"containerbatch could not submit {self.spec.task_id}: {exc}"
+        log.error("%s", message)  # luigi's summary shows only "failed"
+        self._report(FAILED, message)
 
     def _resubmit(self) -> None:
         assert self._next_spec is not None
