@@ -62,7 +62,10 @@ _has_run = False
 
 
 def __getattr__(name: str) -> Any:
-    # anything b2luigi has that the star import left out (private helpers, late additions)
+    # anything b2luigi has that the star import left out (private helpers); never module dunders such as
+    # __path__, which would make this module look like b2luigi's package
+    if name.startswith("__") and name.endswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(_b2luigi, name)
 
 
