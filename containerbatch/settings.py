@@ -24,7 +24,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,20 @@ def _as_float(value: Any) -> float:
 
 def _as_opt_float(value: Any) -> float | None:
     return None if value is None else _as_float(value)
+
+
+def _positive_int(value: Any) -> int:
+    number = _as_int(value)
+    if number < 1:
+        raise TypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _as_int(value)
+    if number < 0:
+        raise TypeError(f"expected a whole number of at least 0, got {value!r}")
+    return number
 
 
 def _as_opt_int(value: Any) -> int | None:
@@ -166,6 +180,43 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return convert
 
 
+def b2luigi_snapshot() -> dict[str, Any]:
+    """The b2luigi settings in force now, for the node: b2luigi's settings files (nearest first, as b2luigi
+    reads them) under its ``set_setting`` values and this module's.  Values JSON cannot carry (a class, a
+    function) are left out with a warning.  b2luigi is read only if this process imported it."""
+    b2settings = sys.modules.get("b2luigi.core.settings")
+    merged: dict[str, Any] = {}
+    files = getattr(b2settings, "_setting_file_iterator", None)
+    for path in files() if callable(files) else []:
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the settings file {path}: {exc}") from None
+        if isinstance(data, dict):
+            for key, value in data.items():
+                merged.setdefault(key, value)  # the nearest file wins, as in b2luigi
+    merged.update(_b2luigi_globals())
+    with _lock:
+        merged.update(_set_settings)
+    carried: dict[str, Any] = {}
+    for key, value in merged.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            log.warning(
+                "setting %r (%r) cannot be sent to the batch node; set it at module level in the workflow file "
+                "(or as a task attribute) so the node sets it too",
+                key,
+                value,
+            )
+            continue
+        carried[key] = value
+    # the node runs the task itself: b2luigi's dispatch() runs the run function there, in the job
+    carried["_dispatch_local_execution"] = True
+    return carried
+
+
 def detect_batch_system() -> str:
     """b2luigi's ``auto``: the batch system whose submit command is on PATH (LSF, HTCondor, Slurm), else local."""
     for binary, name in (("bsub", "lsf"), ("condor_submit", "htcondor"), ("sbatch", "slurm")):
@@ -196,10 +247,48 @@ class Setting:
     help: str
     type_name: str
     group: str = "general"
+    #: who declared it: "" for the core, else e.g. "scheduler plugin 'sge'"
+    owner: str = ""
 
     @property
     def env_var(self) -> str:
         return ENV_PREFIX + self.name.upper()
+
+
+#: converters a plugin's setting may use (each raises TypeError for a bad value)
+CONVERTERS: dict[str, Callable[[Any], Any]] = {}
+
+
+def plugin_setting(
+    name: str, type_name: str, default: Any, help: str, convert: Callable[[Any], Any] | None = None, group: str = ""
+) -> Setting:
+    """A setting a plugin declares in its ``SETTINGS``: typed, with help, joining the one settings table.
+
+    Parameters
+    ----------
+    name:
+        ``<plugin name>_<what>`` (checked when the plugin loads).
+    type_name:
+        One of ``str``, ``str?`` (may be unset), ``int``, ``int?``, ``float``, ``float?``, ``bool``,
+        ``list[str]``, ``dict``, ``dict[str,str]``, or ``choice:a|b|c``; it picks the converter
+        unless ``convert`` is given, and shows in the docs and ``doctor``.
+    default:
+        The value when nothing sets it (validated by the converter when the plugin loads).
+    help:
+        One sentence for the settings page.
+    group:
+        Section of the settings page; default the plugin kind's (``scheduler`` or ``runtime``).
+    """
+    if convert is None:
+        if type_name.startswith("choice:"):
+            convert = _choice(*type_name[len("choice:") :].split("|"))
+            type_name = "str"
+        elif type_name in CONVERTERS:
+            convert = CONVERTERS[type_name]
+            type_name = type_name.rstrip("?")
+        else:
+            raise ConfigError(f"setting {name!r}: unknown type {type_name!r}; use one of {', '.join(CONVERTERS)}")
+    return Setting(name, convert, default, help, type_name, group)
 
 
 def _s(
@@ -444,6 +533,53 @@ DEFINITIONS: dict[str, Setting] = {
             "scheduler",
         ),
         _s(
+            "tasks_per_job",
+            _positive_int,
+            1,
+            "int",
+            "Up to this many ready tasks of one family, image and resources run in one job: one container start, "
+            "one interpreter; each keeps its own result, marker and log (run one after another, or up to the "
+            "job's cpus at once). A failed task is resubmitted alone.",
+            "batching",
+        ),
+        _s(
+            "max_array_size",
+            _non_negative_int,
+            0,
+            "int",
+            "Largest job array (Slurm --array, LSF name[1-N], one HTCondor cluster) that ready jobs sharing "
+            "everything but their parameters go out in; 0 (the default) submits every job on its own. Keep it at "
+            "or below the site's limit (Slurm MaxArraySize, LSF MAX_JOB_ARRAY_SIZE; 1000 is safe on defaults).",
+            "batching",
+        ),
+        _s(
+            "batch_window",
+            _as_float,
+            1.0,
+            "float",
+            "Seconds a ready task waits for others to share its array or job (tasks_per_job, max_array_size); "
+            "a full array or job goes out at once.",
+            "batching",
+        ),
+        _s(
+            "submit_rate",
+            _as_float,
+            0.0,
+            "float",
+            "Most submissions per minute to one batch system (an array counts once); 0: no limit.",
+            "batching",
+        ),
+        _s(
+            "canary_threshold",
+            _non_negative_int,
+            0,
+            "int",
+            "Before more than this many tasks go out in an image on a batch system, one small job first starts "
+            "that image's python with the runner; if it fails nothing else is submitted and its log is shown. "
+            "0: no canary.",
+            "batching",
+        ),
+        _s(
             "max_attempts",
             _as_opt_int,
             None,
@@ -497,8 +633,73 @@ DEFINITIONS: dict[str, Setting] = {
             'walltime, e.g. {"memory": "64GB", "walltime": "48h"}.',
             "resubmission",
         ),
+        _s(
+            "progress_interval",
+            _as_float,
+            30.0,
+            "float",
+            "containerbatch run without a terminal (a log file, CI), runs of more than progress_threshold tasks: "
+            "seconds between summary lines (failures and retries still get a line each).",
+            "output",
+        ),
+        _s(
+            "progress_threshold",
+            _as_int,
+            50,
+            "int",
+            "containerbatch run without a terminal: up to this many tasks, one line per state change; more, a "
+            "summary line every progress_interval seconds.",
+            "output",
+        ),
     ]
 }
+
+CONVERTERS.update(
+    {
+        "str": _as_str,
+        "str?": _as_opt_str,
+        "int": _as_int,
+        "int?": _as_opt_int,
+        "float": _as_float,
+        "float?": _as_opt_float,
+        "bool": _as_bool,
+        "list[str]": _as_str_list,
+        "dict": _as_dict,
+        "dict[str,str]": _as_str_dict,
+    }
+)
+#: the core's own settings (a plugin may not redefine them)
+BUILTIN_NAMES = frozenset(DEFINITIONS)
+
+
+def register_settings(settings: Any, owner: str) -> None:
+    """Add a plugin's declared settings to :data:`DEFINITIONS` (ConfigError on a clash or a bad default)."""
+    group = "runtime" if owner.startswith("runtime") else "scheduler"
+    for setting in settings:
+        known = DEFINITIONS.get(setting.name)
+        if known is not None and known.owner != owner:
+            raise ConfigError(f"{owner} declares setting {setting.name!r}, already defined by {known.owner or 'core'}")
+        if setting.default is not None:
+            try:
+                setting.convert(setting.default)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{owner}: the default of setting {setting.name!r} is not valid: {exc}") from None
+        DEFINITIONS[setting.name] = replace(setting, group=setting.group or group, owner=owner)
+
+
+def unregister_plugin_settings() -> None:
+    """Drop every plugin-declared setting (tests)."""
+    for name in [n for n, s in DEFINITIONS.items() if s.owner]:
+        del DEFINITIONS[name]
+
+
+def _with_plugins(name: str | None = None) -> None:
+    """Make sure plugin settings are in the table before ``name`` (None: all) is judged unknown."""
+    if name is None or name not in DEFINITIONS:
+        from containerbatch import plugins  # imports only the standard library until a plugin loads
+
+        plugins.load_settings()
+
 
 # -- b2luigi compatibility ----------------------------------------------------
 # A b2luigi settings.json, set_setting() and task attributes carry over: keys
@@ -606,6 +807,7 @@ def set_setting(name: str, value: Any) -> None:
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"a setting's name is a non-empty string, not {name!r}")
+    _with_plugins(name)
     note_custom(name, "set_setting()")
     with _lock:
         _set_settings[name] = value
@@ -654,6 +856,7 @@ def load_settings_files(
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a JSON object of setting names to values.")
         for key, value in data.items():
+            _with_plugins(str(key))
             note_custom(str(key), str(path))
             merged[str(key)] = (value, str(path))
     return merged
@@ -665,6 +868,7 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
     for key in environ:
         if key.startswith(ENV_PREFIX):
             name = key[len(ENV_PREFIX) :].lower()
+            _with_plugins(name)
             if name not in DEFINITIONS:
                 raise _unknown(name, f"environment variable {key}")
 
@@ -705,6 +909,7 @@ class SettingsResolver:
 
     def resolve(self, name: str, task: Any = None) -> Resolved:
         """Find ``name`` for ``task`` along the lookup chain and validate it."""
+        _with_plugins(name)
         definition = DEFINITIONS.get(name)
         if definition is None:
             raw, source = self.lookup(name, task)
@@ -812,7 +1017,8 @@ class SettingsResolver:
         return raw, source
 
     def all(self, task: Any = None) -> Iterator[Resolved]:
-        for name in DEFINITIONS:
+        _with_plugins()
+        for name in list(DEFINITIONS):
             yield self.resolve(name, task)
 
     def values(self, task: Any = None) -> dict[str, Any]:
