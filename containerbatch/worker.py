@@ -884,7 +884,7 @@ def check_grouping(tasks: Iterable[luigi.Task]) -> None:
             raise ConfigError(
                 f"b2luigi's parameter grouping (max_grouping_size={size}) is not available with containerbatch: "
                 "each task is its own job. Remove max_grouping_size (or set it to 1); to put several tasks into "
-                "one submission use containerbatch's tasks_per_job or array submission instead.",
+                f"one job set tasks_per_job = {size} instead, or max_array_size for one array submission.",
                 setting="max_grouping_size",
                 task=str(task.task_id),
             )
