@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 
 #: seconds a staged job's output archive may trail its done-marker
 STAGE_OUT_WAIT = 30.0
-#: seconds a successful job's outputs may take to show on the submit host (NFS attribute caches)
-OUTPUTS_WAIT = 10.0
 #: rounds a task may report dynamic requirements that are already complete on the submit host
 STALE_DYNAMIC_ROUNDS = 3
 
@@ -343,7 +341,7 @@ class JobProcess:
         if result is None or result.status != "success" or not missing_outputs(self.task)[0]:
             return False
         self._outputs_wait_since = self._outputs_wait_since or time.time()
-        return time.time() - self._outputs_wait_since < OUTPUTS_WAIT
+        return time.time() - self._outputs_wait_since < float(self.spec.settings.get("outputs_wait", 10.0))
 
     def _held(self, tracked: TrackedJob) -> bool:
         """A held job is neither running nor failed; after held_timeout, held_action decides."""
@@ -923,6 +921,45 @@ def b2luigi_arguments(build_kwargs: dict[str, Any], tasks: list[luigi.Task]) -> 
     return True
 
 
+def check_grouping(tasks: Iterable[luigi.Task]) -> None:
+    """b2luigi's parameter grouping (``Parameter(grouping=True)`` with ``max_grouping_size > 1``) is refused
+    before anything is submitted, naming what to use instead."""
+    from containerbatch.run import walk
+
+    for task in walk(tasks):
+        grouped = getattr(task, "has_grouped_params", None)
+        size = getattr(task, "max_grouping_size", 1)
+        if callable(grouped) and grouped() and isinstance(size, int) and size > 1:
+            raise ConfigError(
+                f"b2luigi's parameter grouping (max_grouping_size={size}) is not available with containerbatch: "
+                "each task is its own job. Remove max_grouping_size (or set it to 1); to put several tasks into "
+                f"one job set tasks_per_job = {size} instead, or max_array_size for one array submission.",
+                setting="max_grouping_size",
+                task=str(task.task_id),
+            )
+
+
+def prepare_b2luigi(run: Run, tasks: list[luigi.Task]) -> None:
+    """What a run of b2luigi tasks needs, however it was started (``containerbatch run``, plain
+    ``containerbatch.process`` or ``containerbatch.b2luigi.process``): grouping refused, the settings
+    snapshot for the node."""
+    from containerbatch.settings import b2luigi_snapshot
+
+    check_grouping(tasks)
+    run.node_context.setdefault("b2luigi_settings", b2luigi_snapshot())
+
+
+def uses_b2luigi(tasks: list[luigi.Task]) -> bool:
+    """Whether any task of the graph is a b2luigi task (b2luigi is never imported here for it)."""
+    b2luigi = sys.modules.get("b2luigi")
+    base = getattr(b2luigi, "Task", None)
+    if not isinstance(base, type):
+        return False
+    from containerbatch.run import walk
+
+    return any(isinstance(task, base) for task in walk(tasks))
+
+
 def process(
     tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None, **build_kwargs: Any
 ) -> bool:
@@ -958,6 +995,8 @@ def process(
     run = run or Run()
     from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
 
+    if uses_b2luigi(task_list):  # the node applies the b2luigi settings in force here
+        prepare_b2luigi(run, task_list)
     with run_logging(log_path_of(run)):  # image conversions and reconciling are part of the run's log
         run.preflight(task_list)
     if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
