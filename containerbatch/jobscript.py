@@ -20,10 +20,14 @@ scratch folder (HTCondor brings both back; see :mod:`containerbatch.staging`).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 
+from containerbatch.errors import ConfigError
 from containerbatch.spec import SCRATCH, STAGE_ROOT, JobSpec
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 #: file names of a staged job (HTCondor transfer_files) in the node's scratch folder and the job directory
 STAGE_IN = "stage-in.tar.gz"
@@ -39,6 +43,17 @@ def q(value: str) -> str:
     return '"$cb_scratch"'.join(shlex.quote(part) if part else "" for part in text.split(SCRATCH))
 
 
+def render_env(exports: Mapping[str, str]) -> str:
+    """``export NAME=value`` lines (values quoted) for job.sh to source; a name that is not an identifier is
+    a ConfigError (it would be shell code)."""
+    for key in exports:
+        if not _NAME.fullmatch(key):
+            raise ConfigError(
+                f"environment variable name {key!r} is not a valid name (letters, digits, _)", setting="env"
+            )
+    return "".join(f"export {key}={q(value)}\n" for key, value in exports.items())
+
+
 def join(argv: Sequence[str]) -> str:
     return " ".join(q(a) for a in argv)
 
@@ -51,9 +66,16 @@ def render(
     stop_command: Sequence[str] | None = None,
     exports: Mapping[str, str] | None = None,
     epilogue: Sequence[tuple[Sequence[str], str | None]] = (),
+    env_file: str | None = None,
+    before_finish: Sequence[str] = (),
     inside_image: bool = False,
 ) -> str:
     """Return the text of job.sh for ``spec`` running ``command``.
+
+    With ``env_file`` (a path on the node), ``exports`` are not written into the script, which the batch
+    system may show to anyone: the script sources that file (mode 0600, see :func:`render_env`) instead.
+    ``before_finish`` are lines (already quoted) run after the epilogue, before the job's own
+    exit code and marker are written (a job of several tasks marks each of them there).
 
     ``inside_image``: the batch system starts the container and job.sh runs in it; the script then refuses
     (exit 125) to run the task when it finds itself outside any container, or without the shared folders.
@@ -115,8 +137,10 @@ def render(
         ]
     if spec.env_script:
         lines.append(f"source {q(spec.env_script)} || {{ echo 'containerbatch: env_script failed' >&2; cb_finish 2; }}")
-    for key, value in (exports or {}).items():
-        lines.append(f"export {key}={q(value)}")
+    if exports and env_file:
+        lines.append(f"source {q(env_file)} || {{ echo 'containerbatch: no environment file' >&2; cb_finish 2; }}")
+    else:
+        lines += render_env(exports or {}).splitlines()
     stop = join(stop_command) + " >/dev/null 2>&1; " if stop_command else ""
     lines += [
         # a cancelled job says so, so that its end is not taken for a failure of the task
@@ -128,6 +152,7 @@ def render(
         'wait "$cb_child"',
         "cb_rc=$?",
         *[join(argv) + (f" > {q(out)}" if out else "") + " 2>/dev/null" for argv, out in epilogue],
+        *before_finish,
         'cb_finish "$cb_rc"',
         "",
     ]

@@ -7,6 +7,11 @@ luigi, and runs on Python 3.8 or newer, inside whatever image the task names.
 
 Exit codes: 0 success (or new dynamic dependencies), 1 the task failed,
 2 the task could not be rebuilt (workflow file or parameters do not match).
+
+A job of several tasks (``tasks_per_job``) names a group folder whose
+``group.json`` lists the tasks' job folders: the interpreter imports luigi
+once and forks one child per task (up to ``parallel`` at once), each writing
+its own result.json, exit_code and logs; the exit code is the worst child's.
 """
 
 import importlib
@@ -21,6 +26,7 @@ import traceback
 
 RESULT = "result.json"
 TASK = "task.json"
+GROUP = "group.json"
 
 
 def write_json_atomic(path, data):
@@ -56,6 +62,77 @@ def load_workflow(info):
     return module
 
 
+def apply_context(info, job_dir):
+    """Make the node see what the submitting script saw: its command line and its b2luigi settings.
+
+    The workflow is imported here without its ``__main__`` block, so settings set there (and settings files
+    the node cannot find) reach b2luigi through ``B2LUIGI_SETTINGS_JSON``, a file b2luigi reads instead of
+    its settings.json files.
+    """
+    if isinstance(info.get("argv"), list) and info["argv"]:
+        sys.argv = [str(a) for a in info["argv"]]
+    b2settings = info.get("b2luigi_settings")
+    if isinstance(b2settings, dict):
+        path = os.path.join(job_dir, "b2luigi_settings.json")
+        write_json_atomic(path, b2settings)
+        os.environ["B2LUIGI_SETTINGS_JSON"] = path
+        for name in ("XRootD.client.flags", "webdav3.client"):
+            _placeholder_if_missing(name)
+
+
+class _Unavailable:
+    """Stands for a class of a compiled module the image lacks; fails only when used."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(
+            "%s is not available in this image (b2luigi imports it for remote targets): install it in the image"
+            % self._name
+        )
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Unavailable("%s.%s" % (self._name, attr))
+
+
+def _placeholder_if_missing(dotted):
+    """b2luigi imports XRootD and webdav3 (compiled parts: not in the runner bundle) at import time."""
+    import types
+
+    try:
+        importlib.import_module(dotted)
+        return
+    except ImportError:
+        pass
+    top = dotted.split(".")[0]
+    for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+        del sys.modules[key]
+    parts = dotted.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        module = types.ModuleType(name)
+        module.__path__ = []
+        module.__getattr__ = lambda attr, _n=name: _Unavailable("%s.%s" % (_n, attr))
+        sys.modules[name] = module
+        if i > 1:
+            setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], module)
+
+
+def make_output_folders(task):
+    """Create the parent folders of the task's local outputs, as b2luigi does before run()."""
+    from luigi import LocalTarget
+    from luigi.task import flatten
+
+    for target in flatten(task.output()):
+        if isinstance(target, LocalTarget):
+            parent = os.path.dirname(os.path.abspath(target.path))
+            if parent and not os.path.isdir(parent):
+                os.makedirs(parent, exist_ok=True)
+
+
 def rebuild_task(info):
     load_workflow(info)
     from luigi.task_register import Register
@@ -84,6 +161,7 @@ def run_task(task, info):
     missing = [dep.task_id for dep in task.deps() if not dep.complete()]
     if missing:
         raise RuntimeError("unfulfilled dependencies at run time: %s" % ", ".join(missing))
+    make_output_folders(task)
     result = task.run()
     if result is None or not hasattr(result, "send"):
         return "success", [], ""
@@ -103,12 +181,71 @@ def run_task(task, info):
         to_send = requires.paths
 
 
+def _run_child(job_dir):
+    """In a forked child: this task's logs, then the one-task runner; never returns."""
+    code = 2
+    try:
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            target = os.open(os.path.join(job_dir, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        code = main([job_dir])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _write_code(job_dir, code):
+    tmp = os.path.join(job_dir, "exit_code.tmp")
+    with open(tmp, "w") as handle:
+        handle.write("%d\n" % code)
+    os.replace(tmp, os.path.join(job_dir, "exit_code"))
+
+
+def run_group(group_dir):
+    """Run every task of a group job; returns the worst exit code."""
+    with open(os.path.join(group_dir, GROUP)) as handle:
+        group = json.load(handle)
+    job_dirs = [str(d) for d in group["job_dirs"]]
+    parallel = max(1, int(group.get("parallel", 1)))
+    import luigi  # noqa: F401  (imported once, before the children fork)
+
+    running = {}
+    worst = 0
+    todo = list(job_dirs)
+    while todo or running:
+        while todo and len(running) < parallel:
+            job_dir = todo.pop(0)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _run_child(job_dir)
+            running[pid] = job_dir
+        pid, status = os.wait()
+        job_dir = running.pop(pid, None)
+        if job_dir is None:
+            continue
+        code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        _write_code(job_dir, code)
+        sys.stderr.write("containerbatch runner: %s ended with %d\n" % (job_dir, code))
+        worst = max(worst, code)
+    return worst
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.stderr.write("usage: python3 -m containerbatch.runner JOBDIR\n")
         return 2
     job_dir = argv[0]
+    if os.path.exists(os.path.join(job_dir, GROUP)):
+        return run_group(job_dir)
     with open(os.path.join(job_dir, TASK)) as handle:
         info = json.load(handle)
     started = time.time()
@@ -121,9 +258,13 @@ def main(argv=None):
         "uid": os.getuid(),
         "started": started,
     }
+    if isinstance(info.get("umask"), int):
+        os.umask(info["umask"] & 0o777)  # files the task makes follow the submitting user's umask
     os.chdir(info["working_dir"])
     exit_code = 0
     try:
+        os.environ["CONTAINERBATCH_JOB_DIR"] = job_dir  # sys.argv becomes the submitter's command line
+        apply_context(info, job_dir)
         task = rebuild_task(info)
     except BaseException as exc:  # report everything, including SystemExit from the workflow
         traceback.print_exc()

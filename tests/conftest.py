@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Live engines (Docker, Podman, Slurm) and the apptainer test double are
+Live engines (Docker, Podman, Slurm, Grid Engine) and the apptainer test double are
 required when the environment variable CI is set: a missing one fails the
 test instead of skipping it.
 """
@@ -65,6 +65,17 @@ def apptainer_fake_ready() -> tuple[bool, str]:
     return True, ""
 
 
+@functools.cache
+def sge_ready() -> tuple[bool, str]:
+    """The one-node Grid Engine of ci/sge answers through its wrappers and its queue takes jobs."""
+    if not os.path.exists("/usr/bin/docker"):
+        return False, "no /usr/bin/docker (the Grid Engine cell runs in a container: bash ci/sge/setup.sh)"
+    ok, out = _ok([str(ROOT / "ci" / "sge" / "bin" / "qstat"), "-f", "-q", "all.q"])
+    if not ok or "all.q@" not in out:
+        return False, f"Grid Engine not up (bash ci/sge/setup.sh): {out}"
+    return True, out
+
+
 def htcondor_bin() -> Path | None:
     """The folder of the live pool's tools (``ci/htcondor/run.sh up`` writes it): CB_HTCONDOR_BIN, else
     ci/htcondor/bin when it exists."""
@@ -114,6 +125,7 @@ READY = {
     "podman": podman_ready,
     "slurm": slurm_ready,
     "apptainer": apptainer_fake_ready,
+    "sge": sge_ready,
     "htcondor_live": htcondor_ready,
     "apptainer_live": apptainer_real_ready,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ def stop_submitter(record: dict[str, Any], wait: float = 15.0) -> bool:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        fail(
+            f"the submitter of run {record.get('run_id')} (pid {pid}) belongs to another user; ask them, or an "
+            "administrator, to stop it"
+        )
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
@@ -71,10 +77,8 @@ def cancel(journal: Journal, rows: list[AttemptRow]) -> tuple[list[AttemptRow], 
         except ConfigError as exc:
             errors.append({"scheduler": name, "job_ids": [r.job_id for r in group], "error": str(exc)})
             continue
-        attach = getattr(scheduler, "attach", None)
-        if callable(attach):  # jobs of another process (the local scheduler kills by pid)
-            for row in group:
-                attach(row.job_id, str(Path(row.job_dir) / "job.sh"))
+        for row in group:  # jobs of another process (the local scheduler kills by pid)
+            scheduler.attach(row.job_id, str(Path(row.job_dir) / "job.sh"))
         for row in group:  # how the job script itself marks a cancelled job: its end is no failure of the task
             try:
                 (Path(row.job_dir) / "cancelled").touch()
@@ -88,7 +92,11 @@ def cancel(journal: Journal, rows: list[AttemptRow]) -> tuple[list[AttemptRow], 
             continue
         now = time.time()
         for row in group:
-            journal.update(row.task_id, row.attempt, state="cancelled", reason=CANCEL_REASON, ended=now)
+            try:
+                journal.update(row.task_id, row.attempt, state="cancelled", reason=CANCEL_REASON, ended=now)
+            except sqlite3.Error as exc:  # another user's journal, read-only for us
+                errors.append({"scheduler": name, "job_ids": [row.job_id], "error": f"journal {journal.path}: {exc}"})
+                continue
             done.append(row)
     return done, errors
 

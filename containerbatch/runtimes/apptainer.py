@@ -39,6 +39,21 @@ class ApptainerRuntime(Runtime):
     binaries: ClassVar[tuple[str, ...]] = ("apptainer", "singularity")
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
     binary_setting: ClassVar[str] = "apptainer_binary"
+    START_FAILURES: ClassVar[Mapping[int, str]] = {
+        **Runtime.START_FAILURES,
+        255: "apptainer failed before the runner started: image not usable, python3 not found in it, or a bind "
+        "failed; see stderr",
+    }
+    #: claimed for runtime auto: SIF files, sandbox folders and the URIs apptainer pulls
+    _URIS = ("oras://", "library://", "shub://", "docker-daemon:", "docker://")
+
+    @classmethod
+    def claim_image(cls, image: str) -> int:
+        if image.endswith(".sif") or image.startswith(cls._URIS):
+            return 10
+        if image.startswith(("/", "./", "../")) and Path(image).is_dir():
+            return 10
+        return 0
 
     def binary(self) -> str | None:
         return self._configured(self.settings) or super().binary()
@@ -195,3 +210,7 @@ class SingularityRuntime(ApptainerRuntime):
 
     name = "singularity"
     binaries = ("singularity",)
+
+    @classmethod
+    def claim_image(cls, image: str) -> int:
+        return min(ApptainerRuntime.claim_image(image), 9)  # the same images; apptainer is preferred

@@ -1,4 +1,4 @@
-"""The Scheduler interface and the one place that runs scheduler commands.
+"""The Scheduler contract (:class:`BaseScheduler`, :class:`Scheduler`) and the one place that runs commands.
 
 A scheduler subclass is declarative: it builds argv and parses text
 (``submit_argv``/``parse_submit``, ``status_argv``/``parse_status``,
@@ -10,14 +10,18 @@ retries and timing.
 
 from __future__ import annotations
 
+import abc
 import logging
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from containerbatch.errors import SchedulerError, StatusQueryError, SubmitError
+from containerbatch.resubmit import Reason
+from containerbatch.settings import Setting
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
@@ -34,15 +38,22 @@ class CommandResult:
     stderr: str
 
 
+#: the most of a command's stdout/stderr that is kept (a scheduler printing without end does not fill memory)
+MAX_OUTPUT = 64 * 1024 * 1024
+
+
 def run_command(argv: Sequence[str], timeout: float, stdin: str | None = None) -> CommandResult:
     """Run ``argv`` (no shell) with a timeout; never raises on a non-zero exit.
 
-    A timeout is a transient SchedulerError; a missing binary is a permanent one.
+    The output is bytes, decoded as UTF-8 with every undecodable byte replaced: what a scheduler prints
+    never crashes the submitter. A timeout is a transient SchedulerError; a missing binary is a permanent one.
     """
     log.debug("running %s", argv)
     started = time.monotonic()
     try:
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            list(argv), input=None if stdin is None else stdin.encode(), capture_output=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as exc:
         raise SchedulerError(
             f"{argv[0]} did not answer within {timeout:.0f} s",
@@ -57,84 +68,133 @@ def run_command(argv: Sequence[str], timeout: float, stdin: str | None = None) -
             argv=argv,
             transient=False,
         ) from None
+    except OSError as exc:  # not executable, too many arguments...
+        raise SchedulerError(f"cannot run {argv[0]}: {exc}", argv=argv, transient=False) from None
     log.debug("%s exited %s in %.2f s", argv[0], proc.returncode, time.monotonic() - started)
-    return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    return CommandResult(tuple(argv), proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
 
 def _text(data: bytes | str | None) -> str:
+    """Decode a command's output: UTF-8, undecodable bytes replaced, NULs dropped, bounded."""
     if data is None:
         return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
+    text = data[:MAX_OUTPUT].decode("utf-8", errors="replace") if isinstance(data, bytes) else data[:MAX_OUTPUT]
+    return text.replace("\0", "")
 
 
-class Scheduler:
-    """A batch system.
+class BaseScheduler(abc.ABC):
+    """The contract of a batch system: everything the core calls on a scheduler plugin.
 
-    Subclasses set ``name``, ``commands``, ``DOCS_URL``, ``STATE_MAP`` and
-    implement the argv builders and parsers.
+    A plugin subclasses :class:`Scheduler` (a batch system driven by commands: it only builds argv and
+    parses their output) or, for a batch system that is not reached through commands, this class, and
+    registers it under the entry-point group ``containerbatch.schedulers`` with its ``name``.  The three
+    abstract methods are the whole of what must be written; every other hook has a default that is
+    right for most batch systems.  ``containerbatch.testing`` holds the contract tests a plugin's test
+    suite subclasses.
+
+    Class attributes
+    ----------------
+    name:
+        The entry-point name (``batch_system`` setting value); checked when the plugin loads.
+    commands:
+        The commands that must be on PATH for :meth:`available` (and ``doctor``).
+    DOCS_URL:
+        Where the batch system documents its states (named in warnings about unknown ones).
+    STATE_MAP:
+        Every native state word → :class:`~containerbatch.states.JobState`.
+    FAILURE_WORDS:
+        The batch system's words for why a job failed (a native state such as ``OUT_OF_MEMORY`` or a
+        word of the status reason such as ``TERM_RUNLIMIT``) → the reason of
+        :class:`~containerbatch.resubmit.Reason` (used by :meth:`classify_failure`).
+    SETTINGS:
+        Settings the plugin declares (:func:`containerbatch.settings.plugin_setting`), each named
+        ``<name>_…``; they join the one settings table when the plugin loads.
+    TRANSIENT_MARKERS:
+        Output fragments that mean "ask again later" (controller busy or down, timeouts).
+    default_poll_interval:
+        Seconds between status queries unless ``poll_interval`` is set.
+    submit_file_name:
+        The file :meth:`submit_file` is written to in the job folder, if the batch system takes one.
     """
 
     name: ClassVar[str] = ""
     commands: ClassVar[tuple[str, ...]] = ()
     DOCS_URL: ClassVar[str] = ""
     STATE_MAP: ClassVar[Mapping[str, JobState]] = {}
+    FAILURE_WORDS: ClassVar[Mapping[str, Reason]] = {}
+    SETTINGS: ClassVar[tuple[Setting, ...]] = ()
     default_poll_interval: ClassVar[float] = 30.0
-    #: output fragments that mean "ask again later" (controller down, timeouts)
     TRANSIENT_MARKERS: ClassVar[tuple[str, ...]] = ()
-    #: whether the job script carries directives (``#SBATCH``…) or a submit file is rendered
     submit_file_name: ClassVar[str | None] = None
 
     def __init__(self, settings: Mapping[str, object] | None = None) -> None:
         self.settings = dict(settings or {})
         self.timeout = float(self.settings.get("command_timeout") or 60.0)  # type: ignore[arg-type]
 
-    # -- pure parts, per scheduler -------------------------------------
+    # -- what every plugin writes -----------------------------------------
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec.script_path``; return the job id.  Raise :class:`~containerbatch.errors.SubmitError`
+        (``transient=True`` when retrying may help) when the batch system refuses."""
+
+    @abc.abstractmethod
+    def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """States of ``job_ids``, all asked at once; an id the batch system no longer knows is absent
+        (never an exception).  Raise :class:`~containerbatch.errors.StatusQueryError` when it cannot be asked."""
+
+    @abc.abstractmethod
+    def kill(self, job_ids: Sequence[str]) -> None:
+        """Cancel ``job_ids`` with as few calls as possible; jobs that already ended are not an error."""
+
+    # -- hooks with defaults ---------------------------------------------
     def directives(self, spec: JobSpec) -> list[str]:
-        """Header lines of job.sh (``#SBATCH …``), already quoted."""
+        """Header lines of job.sh (``#SBATCH …``), values quoted by :func:`containerbatch.helpers.directive_quote`."""
         return []
 
     def submit_file(self, spec: JobSpec) -> str | None:
         """Text of a separate submit description (HTCondor), if the scheduler uses one."""
         return None
 
-    def check(self, spec: JobSpec) -> None:
+    def check(self, spec: JobSpec) -> None:  # noqa: B027 (optional hook)
         """Raise ConfigError for settings this batch system cannot carry (called before anything is submitted)."""
 
     def runs_container(self, spec: JobSpec) -> bool:
         """Whether the batch system itself starts the container (then job.sh runs the plain runner)."""
         return False
 
-    def release_argv(self, job_ids: Sequence[str]) -> list[str] | None:
-        """argv that releases held jobs, where the batch system has holds."""
-        return None
+    def attach(self, job_id: str, script_path: str) -> None:  # noqa: B027 (optional hook)
+        """Adopt a job an earlier submitter started (after a restart, or for ``containerbatch kill``), so that
+        :meth:`query` and :meth:`kill` know it.  Schedulers that ask the batch system by id need nothing."""
 
     def release(self, job_ids: Sequence[str]) -> None:
-        argv = self.release_argv(job_ids)
-        if argv is None:
-            raise SchedulerError(f"{self.name} has no way to release held jobs")
-        self._run(argv)
+        """Release held jobs (``held_action = release``)."""
+        raise SchedulerError(f"{self.name} has no way to release held jobs")
 
-    def submit_argv(self, spec: JobSpec) -> list[str]:
-        raise NotImplementedError
-
-    def parse_submit(self, result: CommandResult) -> str:
-        raise NotImplementedError
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        raise NotImplementedError
-
-    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """States of the jobs the scheduler still lists; missing ids are absent."""
-        raise NotImplementedError
-
-    def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+    def probe_argv(self) -> list[str] | None:
+        """A cheap command that must reach the batch system's daemons (``doctor``); None: no such check."""
         return None
 
-    def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        return {}
+    def classify_failure(self, status: JobStatus) -> tuple[Reason, str] | None:
+        """Why a job failed, in the batch system's own words, or None when they say nothing specific.
 
-    def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
-        raise NotImplementedError
+        The default looks the native state and every word of the status reason up in ``FAILURE_WORDS``.
+        The core then falls back on what every job shows (exit codes, the runner's result file).
+        """
+        words = [status.native.upper(), *status.reason.upper().replace(":", " ").split()]
+        for word in words:
+            if word in self.FAILURE_WORDS:
+                return self.FAILURE_WORDS[word], describe(status)
+        return None
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this host can submit (for doctor and auto-detection)."""
+        missing = [c for c in self.commands if shutil.which(c) is None]
+        if missing:
+            return False, f"missing {', '.join(missing)} on PATH"
+        return True, ", ".join(shutil.which(c) or c for c in self.commands)
+
+    def native_states(self) -> list[str]:
+        return sorted(self.STATE_MAP)
 
     def map_state(self, native: str, exit_code: int | None = None, reason: str = "") -> JobStatus:
         """Native state → JobStatus; an unmapped state is UNKNOWN with a warning, never an exception."""
@@ -149,10 +209,65 @@ class Scheduler:
             state = JobState.UNKNOWN
         return JobStatus(state, native, exit_code, reason)
 
-    # -- composed operations -------------------------------------------
     def _run(self, argv: Sequence[str], stdin: str | None = None) -> CommandResult:
+        """The one seam to the batch system's commands: argument lists, a timeout every time."""
         return run_command(argv, self.timeout, stdin)
 
+
+def describe(status: JobStatus) -> str:
+    """``NATIVE: reason`` of a status, for failure details."""
+    return f"{status.native}{': ' + status.reason if status.reason else ''}"
+
+
+class Scheduler(BaseScheduler):
+    """A batch system driven by commands: subclasses build argv and parse text, this class runs them.
+
+    Write ``submit_argv``/``parse_submit``, ``status_argv``/``parse_status`` and ``kill_argv`` (and
+    optionally ``history_argv``/``parse_history`` for jobs that left the queue, ``release_argv``,
+    ``harmless_kill_error``); :meth:`submit`, :meth:`query` and :meth:`kill` compose them, one command
+    per call for all the jobs asked about.  Parsers are pure functions of a :class:`CommandResult`, so
+    they are tested on captured output.
+    """
+
+    # -- pure parts, per scheduler -------------------------------------
+    @abc.abstractmethod
+    def submit_argv(self, spec: JobSpec) -> list[str]:
+        """The submit command for ``spec`` (its job script is ``spec.script_path``)."""
+
+    @abc.abstractmethod
+    def parse_submit(self, result: CommandResult) -> str:
+        """The job id in the submit command's output; :func:`submit_error` when there is none."""
+
+    @abc.abstractmethod
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        """ONE command that asks about all ``job_ids``."""
+
+    @abc.abstractmethod
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """States of the jobs the scheduler still lists; missing ids are absent."""
+
+    def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        """ONE command asking the accounting/history about jobs gone from the queue; None: no history."""
+        return None
+
+    def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return {}
+
+    @abc.abstractmethod
+    def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
+        """ONE command cancelling all ``job_ids``."""
+
+    def release_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        """argv that releases held jobs, where the batch system has holds."""
+        return None
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        argv = self.release_argv(job_ids)
+        if argv is None:
+            raise SchedulerError(f"{self.name} has no way to release held jobs")
+        self._run(argv)
+
+    # -- composed operations -------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         """Submit the job script of ``spec``; returns the job id."""
         argv = self.submit_argv(spec)
@@ -160,7 +275,18 @@ class Scheduler:
             result = self._run(argv)
         except SchedulerError as exc:
             raise SubmitError(str(exc), argv=argv, transient=exc.transient) from None
-        return self.parse_submit(result)
+        try:
+            return self.parse_submit(result)
+        except SchedulerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a parser choking on garbage is the scheduler's error
+            raise SubmitError(
+                f"cannot read what {argv[0]} printed ({type(exc).__name__}: {exc})",
+                argv=argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr or result.stdout[-2000:],
+            ) from None
 
     def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """States of ``job_ids`` with one status call, plus one history call for those that left the queue."""
@@ -171,15 +297,35 @@ class Scheduler:
             result = self._run(argv)
         except SchedulerError as exc:
             raise StatusQueryError(str(exc), argv=argv, transient=exc.transient) from None
-        states = self.parse_status(result, job_ids)
+        states = self._parsed(self.parse_status, result, job_ids)
         gone = [j for j in job_ids if j not in states]
         if gone:
             history = self.history_argv(gone)
             if history is not None:
                 try:
-                    states.update(self.parse_history(self._run(history), gone))
+                    states.update(self._parsed(self.parse_history, self._run(history), gone))
                 except SchedulerError as exc:
                     raise StatusQueryError(str(exc), argv=history, transient=exc.transient) from None
+        return {job_id: status for job_id, status in states.items() if job_id in job_ids}
+
+    def _parsed(self, parse: Any, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """``parse(result, job_ids)``; a parser that chokes on what the command printed is a transient
+        StatusQueryError (asked again with back-off), never an exception out of the poller."""
+        try:
+            states = parse(result, job_ids)
+        except SchedulerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - garbage in, a status error out
+            raise StatusQueryError(
+                f"cannot read what {result.argv[0]} printed ({type(exc).__name__}: {str(exc)[:200]})",
+                argv=result.argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr or result.stdout[-2000:],
+                transient=True,
+            ) from None
+        if not isinstance(states, dict):
+            raise StatusQueryError(f"{result.argv[0]}: the parser returned no states", argv=result.argv, transient=True)
         return states
 
     def kill(self, job_ids: Sequence[str]) -> None:
@@ -197,33 +343,83 @@ class Scheduler:
                 transient=any(marker in result.stderr for marker in self.TRANSIENT_MARKERS),
             )
 
+    # -- job arrays (additive: a scheduler that sets supports_arrays implements the three below) -------
+    #: whether :meth:`submit_array` can send many job scripts as one array submission
+    supports_arrays: ClassVar[bool] = False
+    #: shell expression for the element's index inside an array job, and the index of the first element
+    array_index: ClassVar[str] = ""
+    array_first: ClassVar[int] = 0
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        """Header lines of the array script of ``count`` elements (``spec.job_dir`` is the array's folder)."""
+        return self.directives(spec)
+
+    #: a separate submit description of the array (HTCondor), written into the array's folder under this name
+    array_submit_file_name: ClassVar[str | None] = None
+
+    def array_submit_file(self, spec: JobSpec, count: int) -> str | None:
+        """Text of the array's submit description, if the scheduler uses one."""
+        return None
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        """argv that submits ``spec.job_dir``/array.sh as ``count`` elements."""
+        raise NotImplementedError
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        """The job id of element ``index`` of the array ``base_id`` (what status, history and kill take)."""
+        raise NotImplementedError
+
+    def submit_array(self, spec: JobSpec, count: int) -> list[str]:
+        """Submit the array script in ``spec.job_dir`` once; returns the element ids in index order."""
+        argv = self.array_submit_argv(spec, count)
+        try:
+            result = self._run(argv)
+        except SchedulerError as exc:
+            raise SubmitError(str(exc), argv=argv, transient=exc.transient) from None
+        base = self.parse_submit(result)
+        return [self.array_element_id(base, self.array_first + i) for i in range(count)]
+
     def harmless_kill_error(self, result: CommandResult) -> bool:
         """Whether a failed kill only says the jobs had ended already (such messages differ per scheduler)."""
         return False
 
-    def available(self) -> tuple[bool, str]:
-        """Whether this host can submit (for doctor and auto-detection)."""
-        import shutil
 
-        missing = [c for c in self.commands if shutil.which(c) is None]
-        if missing:
-            return False, f"missing {', '.join(missing)} on PATH"
-        return True, ", ".join(shutil.which(c) or c for c in self.commands)
-
-    def native_states(self) -> list[str]:
-        return sorted(self.STATE_MAP)
+#: the name the contract documentation uses for a command-driven scheduler
+CommandScheduler = Scheduler
 
 
-def submit_error(result: CommandResult, transient_markers: Sequence[str], hint: str) -> SubmitError:
-    """A refused submission; transient when the output shows one of ``transient_markers``."""
-    transient = any(marker in result.stdout + result.stderr for marker in transient_markers)
+def submit_error(
+    result: CommandResult,
+    transient_markers: Sequence[str],
+    hint: str,
+    fixes: Sequence[tuple[str, str]] = (),
+) -> SubmitError:
+    """A refused submission; transient when the output shows one of ``transient_markers``.
+
+    ``fixes`` are the scheduler's own refusal words (regular expressions) with
+    the fix for each (a permanent refusal: asking again would not help); the
+    first that matches replaces ``hint``.
+    """
+    import re
+
+    said = result.stdout + result.stderr
+    transient = any(marker in said for marker in transient_markers)
+    if result.exit_code == 0 and not transient:
+        hint = (
+            "it exited 0 but printed no job id containerbatch understands (its output is below): the job may have "
+            "been submitted anyway; look for it in the queue by its job name before running again"
+        )
+    for pattern, fix in fixes:
+        if not transient and re.search(pattern, said, re.IGNORECASE):
+            hint = fix
+            break
+    head = f"{result.argv[0]} gave no job id" if result.exit_code == 0 else f"{result.argv[0]} did not submit the job"
     return SubmitError(
-        f"{result.argv[0]} did not submit the job"
-        + ("; the batch system did not answer, retrying may help" if transient else f"; {hint}"),
+        head + ("; the batch system did not answer, retrying may help" if transient else f"; {hint}"),
         argv=result.argv,
         exit_code=result.exit_code,
         stdout=result.stdout,
-        stderr=result.stderr or result.stdout,
+        stderr=result.stderr or result.stdout or "(no output)",
         transient=transient,
     )
 

@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 
 from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
-from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.resubmit import Reason
+from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
@@ -31,6 +32,18 @@ ATTRIBUTES = (
     "EnteredCurrentStatus,RemoveReason"
 )
 _SUBMITTED = re.compile(r"(\d+) job\(s\) submitted to cluster (\d+)\.|^\s*(\d+)\.\d+ - \d+\.\d+\s*$", re.M)
+#: condor_submit's permanent refusals and their fix
+_SUBMIT_FIXES = (
+    (
+        r"Submit requirements|SUBMIT_REQUIREMENT",
+        "the pool's submit requirements refuse the job: see the reason above and adjust htcondor_settings or resources",
+    ),
+    (
+        r"Parse error|syntax error|Unknown attribute",
+        "the submit description is refused: check htcondor_settings "
+        "(`containerbatch show TASK` prints the submit file)",
+    ),
+)
 _TRANSIENT = (
     "Failed to fetch ads",
     "Can't find address",
@@ -39,6 +52,17 @@ _TRANSIENT = (
     "timed out",
     "Connection refused",
 )
+#: HoldReasonCode → reason (https://htcondor.readthedocs.io/en/latest/codes-other-values/hold-reason-codes.html)
+HOLD_CODES: dict[str, Reason] = {
+    "1": Reason.CANCELLED,  # held by user
+    "6": Reason.IMAGE_ERROR,  # failed to create process
+    "21": Reason.OUT_OF_MEMORY,  # job exceeded memory limit (cgroup)
+    "34": Reason.OUT_OF_MEMORY,  # memory usage exceeded request_memory
+    "35": Reason.IMAGE_ERROR,  # invalid docker image
+    "45": Reason.IMAGE_ERROR,  # singularity test failed
+    "46": Reason.WALLTIME,  # job duration exceeded
+    "47": Reason.WALLTIME,  # job execute duration exceeded
+}
 _NOT_FOUND = re.compile(r"not found|Couldn't find/remove all jobs|already been marked for removal")
 _MACRO = re.compile(r"\$(?=[A-Za-z0-9_]*[(\[])")  # a $ that condor_submit would expand
 _UNWRITABLE = re.compile(r"\$\$[A-Za-z0-9_]*[(\[]|\$\(DOLLAR\)", re.I)  # match-time $$( refs; the escape itself
@@ -71,10 +95,10 @@ def _value(text: str, what: str) -> str:
     >>> _value("/data/$(x)/$ENV(HOME)/a b $5", "output")
     '/data/$(DOLLAR)(x)/$(DOLLAR)ENV(HOME)/a b $5'
     """
-    if "\n" in text or "\r" in text or "\0" in text or _UNWRITABLE.search(text):
+    if "\n" in text or "\r" in text or "\0" in text or text.rstrip().endswith("\\") or _UNWRITABLE.search(text):
         raise ConfigError(
-            f"{what} {text!r} cannot be written in an HTCondor submit file (line breaks, $$( and "
-            "$(DOLLAR) have no literal form there)",
+            f"{what} {text!r} cannot be written in an HTCondor submit file (line breaks, a trailing \\ that "
+            "would continue the line, $$( and $(DOLLAR) have no literal form there)",
             setting="htcondor_settings" if what.startswith("htcondor") else None,
         )
     return _MACRO.sub("$(DOLLAR)", text)
@@ -290,11 +314,34 @@ class HTCondorScheduler(Scheduler):
     def submit_argv(self, spec: JobSpec) -> list[str]:
         return ["condor_submit", f"{spec.job_dir}/{self.submit_file_name}"]
 
+    # -- arrays: one cluster of N procs; element ids CLUSTER.PROC; array.sh gets $(Process) ----------
+    supports_arrays = True
+    array_index = '"${1:-}"'
+    array_first = 0
+    array_submit_file_name = "array.sub"
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        return []
+
+    def array_submit_file(self, spec: JobSpec, count: int) -> str:
+        lines = [
+            "executable = array.sh" if line == "executable = job.sh" else line
+            for line in self.submit_file(spec).splitlines()
+            if line != "queue"
+        ]
+        return "\n".join([*lines, "arguments = $(Process)", f"queue {count}", ""])
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        return ["condor_submit", f"{spec.job_dir}/{self.array_submit_file_name}"]
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        return f"{base_id}.{index}"
+
     def parse_submit(self, result: CommandResult) -> str:
         match = _SUBMITTED.search(result.stdout)
         if result.exit_code == 0 and match:
             return match.group(2) or match.group(3)
-        raise submit_error(result, _TRANSIENT, f"check {result.argv[-1]}")
+        raise submit_error(result, _TRANSIENT, f"check {result.argv[-1]}", _SUBMIT_FIXES)
 
     # -- status ----------------------------------------------------------------
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
@@ -355,3 +402,14 @@ class HTCondorScheduler(Scheduler):
 
     def harmless_kill_error(self, result: CommandResult) -> bool:
         return all(_NOT_FOUND.search(line) for line in result.stderr.splitlines() if line.strip())
+
+    def probe_argv(self) -> list[str]:
+        return ["condor_q", "-totals"]
+
+    def classify_failure(self, status: JobStatus) -> tuple[Reason, str] | None:
+        """A held job: its HoldReasonCode (in ``reason``, or the native word of a bare observation)."""
+        if status.state != JobState.HELD:
+            return None
+        found = re.search(r"HoldReasonCode (\d+)", status.reason)
+        code = found.group(1) if found else status.native
+        return (HOLD_CODES[code], describe(status)) if code in HOLD_CODES else None

@@ -13,13 +13,13 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from containerbatch.errors import SubmitError
-from containerbatch.schedulers.base import Scheduler
+from containerbatch.errors import SchedulerError, SubmitError
+from containerbatch.schedulers.base import BaseScheduler
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
 
-class LocalScheduler(Scheduler):
+class LocalScheduler(BaseScheduler):
     """Runs each job on the submitting machine; status from the processes themselves."""
 
     name = "local"
@@ -33,6 +33,7 @@ class LocalScheduler(Scheduler):
         self._scripts: dict[str, str] = {}
 
     def submit_argv(self, spec: JobSpec) -> list[str]:
+        """The process started for ``spec``."""
         return ["/bin/bash", spec.script_path]
 
     def submit(self, spec: JobSpec) -> str:
@@ -53,6 +54,23 @@ class LocalScheduler(Scheduler):
         self._scripts[job_id] = spec.script_path
         return job_id
 
+    def find_job(self, script_path: str) -> list[str]:
+        """Live processes of this user running ``script_path`` (a submitter killed before it journaled the job
+        id finds its job again instead of starting a second one)."""
+        wanted = [b"/bin/bash", script_path.encode()]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != os.getuid():
+                    continue
+                if (entry / "cmdline").read_bytes().split(b"\0")[:2] == wanted:
+                    found.append(entry.name)
+            except OSError:
+                continue
+        return sorted(found, key=int)
+
     def attach(self, job_id: str, script_path: str) -> None:
         """Remember a job started by an earlier submitter (after a restart)."""
         self._scripts[job_id] = script_path
@@ -63,6 +81,8 @@ class LocalScheduler(Scheduler):
             proc = self._procs.get(job_id)
             if proc is not None:
                 code = proc.poll()
+                if code is not None and code < 0:
+                    code = 128 - code  # killed by a signal: the shell's view (SIGTERM: 143), as job.sh reports it
                 if code is None:
                     states[job_id] = JobStatus(JobState.RUNNING, "running")
                 else:
@@ -94,6 +114,10 @@ class LocalScheduler(Scheduler):
                 os.kill(int(job_id), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
+            except PermissionError:
+                raise SchedulerError(
+                    f"job {job_id} (a process on this machine) belongs to another user: only they or root can cancel it"
+                ) from None
 
     def available(self) -> tuple[bool, str]:
         return True, "this machine"

@@ -22,7 +22,9 @@ import logging
 import re
 from collections.abc import Sequence
 
+from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
+from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -57,22 +59,42 @@ STATE_MAP: dict[str, JobState] = {
     "DEADLINE": S.TIMEOUT,  # DL: would not finish before its --deadline
     "TIMEOUT": S.TIMEOUT,  # TO: reached its time limit
 }
+#: sbatch's permanent refusals and their fix
+_SUBMIT_FIXES = (
+    (r"invalid partition", "the partition does not exist: `sinfo -s` lists them; set resources={'partition': ...}"),
+    (
+        r"invalid account",
+        "the account (or account/partition pair) is not yours: `sacctmgr show assoc user=$USER "
+        "format=account,partition` lists yours; set resources={'account': ...}",
+    ),
+    (r"invalid qos", "the QOS is not allowed: `sacctmgr show assoc user=$USER format=qos`; check slurm_extra_args"),
+    (
+        r"requested node configuration is not available|memory specification",
+        "no node can give what is asked: lower resources memory/cpus/gpus (`sinfo -o '%P %m %c %G'` shows the nodes)",
+    ),
+    (r"time limit", "the walltime exceeds the partition's limit: `sinfo -o '%P %l'`; lower resources walltime"),
+)
 _TRANSIENT = ("Socket timed out", "Unable to contact slurm controller", "temporarily unable", "Connection refused")
-_SAFE = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
+#: Slurm's words for why a job failed (native states; see STATE_MAP's link)
+FAILURE_WORDS: dict[str, Reason] = {
+    "OUT_OF_MEMORY": Reason.OUT_OF_MEMORY,
+    "OOM": Reason.OUT_OF_MEMORY,
+    "TIMEOUT": Reason.WALLTIME,
+    "DEADLINE": Reason.WALLTIME,
+    "NODE_FAIL": Reason.NODE_FAILURE,
+    "BOOT_FAIL": Reason.NODE_FAILURE,
+    "PREEMPTED": Reason.PREEMPTED,
+    "CANCELLED": Reason.CANCELLED,
+}
 
 
 def directive_quote(value: object) -> str:
-    """Quote one word for an ``#SBATCH`` line (sbatch's own parser, not a shell).
+    """Quote one word for an ``#SBATCH`` line (:func:`containerbatch.helpers.directive_quote`).
 
     >>> directive_quote("--mem=4M"), directive_quote('--comment=a "b" #c')
     ('--mem=4M', '"--comment=a \\\\"b\\\\" #c"')
     """
-    text = str(value)
-    if any(c in text for c in "\n\r\0"):
-        raise ConfigError(f"{text!r} contains a line break, which an #SBATCH line cannot hold", setting="slurm")
-    if _SAFE.fullmatch(text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return helpers.directive_quote(value, "#SBATCH", setting="slurm")
 
 
 def format_walltime(seconds: int) -> str:
@@ -81,11 +103,7 @@ def format_walltime(seconds: int) -> str:
     >>> format_walltime(5400), format_walltime(93600)
     ('1:30:00', '1-02:00:00')
     """
-    if seconds <= 0:
-        raise ConfigError(f"walltime must be positive, not {seconds} s", setting="resources")
-    days, rest = divmod(int(seconds), 86400)
-    text = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}-{text.zfill(8)}" if days else text
+    return helpers.hms(seconds, days=True)
 
 
 def _log_path(path: str) -> str:
@@ -98,6 +116,31 @@ def _log_path(path: str) -> str:
 
 def _base_id(job_id: str) -> str:
     return job_id.split("_", 1)[0].split(";", 1)[0].split(".", 1)[0].strip()
+
+
+def _row_keys(text: str) -> list[str]:
+    """The ids a squeue/sacct row answers for: ``123``; ``123_4`` and ``123``; ``123_[5-7,9%2]`` each element.
+
+    >>> _row_keys("123_[5-6,9%2].batch")
+    ['123', '123_5', '123_6', '123_9']
+    """
+    whole = text.strip().split(";", 1)[0]
+    base = _base_id(whole)
+    keys = [base]
+    if "_" not in whole:
+        return keys
+    element = whole.split("_", 1)[1].split(".", 1)[0]
+    if element.isdigit():
+        return [*keys, f"{base}_{element}"]
+    match = re.fullmatch(r"\[([0-9,\-]+)(?:%\d+)?\]", element)
+    if not match:
+        return keys
+    for part in match.group(1).split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            start, stop = int(low), int(high or low)
+            keys += [f"{base}_{i}" for i in range(start, min(stop, start + 100000) + 1)]
+    return keys
 
 
 def _exit_code(text: str) -> int | None:
@@ -117,6 +160,7 @@ class SlurmScheduler(Scheduler):
     DOCS_URL = "https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES"
     TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = STATE_MAP
+    FAILURE_WORDS = FAILURE_WORDS
     default_poll_interval = 30.0
 
     def __init__(self, settings: dict[str, object] | None = None) -> None:
@@ -126,52 +170,57 @@ class SlurmScheduler(Scheduler):
 
     # -- submission -----------------------------------------------------------
     def directives(self, spec: JobSpec) -> list[str]:
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.job_name)[:128] or "containerbatch"
         opts = [
-            f"--job-name={name}",
+            f"--job-name={helpers.job_name(spec.job_name, max_length=128)}",
             f"--output={_log_path(spec.stdout_path)}",
             f"--error={_log_path(spec.stderr_path)}",
             f"--chdir={spec.working_dir}",
         ]
-        res = spec.resources
-        if res.memory_mb is not None:
-            opts.append(f"--mem={res.memory_mb}M")
-        if res.cpus is not None:
-            opts.append(f"--cpus-per-task={res.cpus}")
-        if res.walltime_s is not None:
-            opts.append(f"--time={format_walltime(res.walltime_s)}")
-        if res.gpus:
-            opts.append(f"--gres=gpu:{res.gpus}")
-        if res.disk_mb is not None:
-            opts.append(f"--tmp={res.disk_mb}M")
-        if res.queue:
-            opts.append(f"--partition={res.queue}")
-        if res.account:
-            opts.append(f"--account={res.account}")
-        for extra in spec.settings.get("slurm_extra_args") or []:
-            if not str(extra).startswith("-"):
-                raise ConfigError(
-                    f"{extra!r} is not an sbatch option; each item must start with '-' "
-                    "(e.g. '--qos=long' or '--constraint=avx2')",
-                    setting="slurm_extra_args",
-                    task=spec.task_id,
-                )
-            opts.append(str(extra))
+        opts += helpers.map_resources(
+            spec.resources,
+            self.name,
+            memory_mb="--mem={}M",
+            cpus="--cpus-per-task={}",
+            walltime_s=lambda s: f"--time={format_walltime(s)}",
+            gpus="--gres=gpu:{}",
+            disk_mb="--tmp={}M",
+            queue="--partition={}",
+            account="--account={}",
+        )
+        opts += helpers.extra_args(spec, "slurm_extra_args", "sbatch")
         return [f"#SBATCH {directive_quote(o)}" for o in opts]
 
     def submit_argv(self, spec: JobSpec) -> list[str]:
         return ["sbatch", "--parsable", spec.script_path]
 
+    # -- arrays: sbatch --array; element ids 123_4, one squeue -r row each ------
+    supports_arrays = True
+    array_index = '"${SLURM_ARRAY_TASK_ID:-}"'
+    array_first = 0
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        return [*self.directives(spec), f"#SBATCH --array=0-{count - 1}", "#SBATCH --open-mode=append"]
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        return ["sbatch", "--parsable", f"{spec.job_dir}/array.sh"]
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        return f"{base_id}_{index}"
+
     def parse_submit(self, result: CommandResult) -> str:
         first = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
         job_id = first.split(";", 1)[0].strip()  # "123" or "123;cluster"
         if result.exit_code != 0 or not job_id.isdigit():
-            raise submit_error(result, _TRANSIENT, "see stderr; `containerbatch show` prints the directives")
+            raise submit_error(
+                result, _TRANSIENT, "see stderr; `containerbatch show` prints the directives", _SUBMIT_FIXES
+            )
         return job_id
 
     # -- status ---------------------------------------------------------------
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["squeue", "-h", "-a", "-t", "all", "-o", "%i %T %r", "-j", ",".join(job_ids)]
+        # -r: one row per array element (pending ones too); an array is asked by its base id
+        ids = dict.fromkeys(_base_id(j) if "_" in j else j for j in job_ids)
+        return ["squeue", "-h", "-a", "-r", "-t", "all", "-o", "%i %T %r", "-j", ",".join(ids)]
 
     def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if result.exit_code != 0:
@@ -183,8 +232,10 @@ class SlurmScheduler(Scheduler):
             parts = line.split(None, 2)
             if len(parts) >= 2:
                 reason = parts[2].strip() if len(parts) > 2 and parts[2].strip() != "None" else ""
-                rows.setdefault(_base_id(parts[0]), []).append(self.map_state(parts[1], None, reason))
-        return {job: _combine(found) for job, found in rows.items() if job in job_ids}
+                status = self.map_state(parts[1], None, reason)
+                for key in _row_keys(parts[0]):
+                    rows.setdefault(key, []).append(status)
+        return {job: _combine(rows[job]) for job in job_ids if job in rows}
 
     def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
         return ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode"]
@@ -197,8 +248,10 @@ class SlurmScheduler(Scheduler):
             parts = line.split("|")
             if len(parts) >= 3 and parts[1].strip():
                 native, _, by = parts[1].strip().partition(" ")  # "CANCELLED by 1000"
-                rows.setdefault(_base_id(parts[0]), []).append(self.map_state(native, _exit_code(parts[2]), by))
-        return {job: _combine(found) for job, found in rows.items() if job in job_ids}
+                status = self.map_state(native, _exit_code(parts[2]), by)
+                for key in _row_keys(parts[0]):
+                    rows.setdefault(key, []).append(status)
+        return {job: _combine(rows[job]) for job in job_ids if job in rows}
 
     def parse_scontrol(self, result: CommandResult) -> JobStatus | None:
         """``scontrol show job [-o] ID``: None for an unknown (purged) id."""
@@ -244,6 +297,9 @@ class SlurmScheduler(Scheduler):
 
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["scancel", *job_ids]
+
+    def probe_argv(self) -> list[str]:
+        return ["sinfo", "--noheader", "--format=%P %a"]
 
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["scontrol", "release", ",".join(job_ids)]

@@ -220,7 +220,7 @@ def run_tool_fault(f, tool):
         return None
     if f["kind"] == "garbage":
         sys.stdout.write(f.get("text") or GARBAGE)
-        return int(f.get("exit_code", 0))
+        return int(f.get("exit_code") or 0)
     msg, code = DEFAULT_ERRORS.get(tool, ("error\n", 1))
     text = f.get("message")
     sys.stderr.write(msg if text is None else (text if text.endswith("\n") else text + "\n"))
