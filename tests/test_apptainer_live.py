@@ -93,6 +93,11 @@ def cli(args: list[str], work: Path, env: dict[str, str] | None = None, timeout:
     )
 
 
+def said(work: Path, *streams: str) -> str:
+    """A run's output and its run logs (.containerbatch/runs/*/run.log)."""
+    return "".join(streams) + "".join(p.read_text() for p in sorted(work.glob(".containerbatch/runs/*/run.log")))
+
+
 def apptainer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["apptainer", *args], cwd=cwd, env=live_env(), capture_output=True, text=True, timeout=600)
 
@@ -135,7 +140,7 @@ def test_exit_codes_pass_through(work: Path, live_sif: Path, code: int) -> None:
     (row,) = journal(work)
     assert (row["state"], row["exit_code"]) == ("failed", code)
     assert (Path(row["job_dir"]) / "exit_code").read_text().strip() == str(code)
-    assert f"exit code {code}" in proc.stderr
+    assert f"exit code {code}" in said(work, proc.stderr)
 
 
 def test_missing_and_corrupt_sif_are_refused_before_submission(work: Path) -> None:
@@ -159,14 +164,16 @@ def test_image_cache_converts_a_docker_archive_once(work: Path, tmp_path: Path) 
     proc = cli(["run", "tasks.py", "Pair", "--runtime", "apptainer", "--image", image, "--workers", "2"], work, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     sifs = sorted(cache.glob("*.sif"))
-    assert len(sifs) == 1 and proc.stderr.count("converting docker-archive:") == 1
+    assert len(sifs) == 1 and said(work, proc.stderr).count("converting docker-archive:") == 1
     for tag in ("one", "two"):
         assert json.loads((work / "results" / f"env_{tag}.json").read_text())["APPTAINER_CONTAINER"] == str(sifs[0])
     # a second run finds the SIF and converts nothing
     for tag in ("one", "two"):
         (work / "results" / f"env_{tag}.json").unlink()
+    before = set(work.glob(".containerbatch/runs/*/run.log"))
     again = cli(["run", "tasks.py", "Pair", "--runtime", "apptainer", "--image", image, "--workers", "2"], work, env)
-    assert again.returncode == 0 and "converting" not in again.stderr
+    new_logs = "".join(p.read_text() for p in set(work.glob(".containerbatch/runs/*/run.log")) - before)
+    assert again.returncode == 0 and "converting" not in again.stderr + new_logs
     assert sorted(cache.glob("*.sif")) == sifs
 
 

@@ -191,6 +191,13 @@ def running_job(work: Path) -> str:
     return wait_for(job, what="a running HTCondor job")
 
 
+def said(work: Path, *streams: str) -> str:
+    """What a run told the user: its output and its run logs (luigi's and containerbatch's records go to
+    .containerbatch/runs/*/run.log)."""
+    logs = "".join(p.read_text() for p in sorted(work.glob(".containerbatch/runs/*/run.log")))
+    return "".join(streams) + logs
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[str, str]:
     try:
         return proc.communicate(timeout=timeout)
@@ -251,7 +258,7 @@ def test_container_modes_refused_when_no_slot_can_start_the_image(work: Path, li
 
 def test_failing_task_is_a_task_error_with_its_log(work: Path, live_sif: Path) -> None:
     proc = cli(["run", "tasks.py", "Boom", "--runtime", "apptainer", "--image", str(live_sif)], work)
-    output = proc.stdout + proc.stderr
+    output = said(work, proc.stdout, proc.stderr)
     assert proc.returncode == 1
     assert "live failure 7" in output and "task_error" in output and "logs:" in output
     (row,) = rows(work)
@@ -267,7 +274,7 @@ def test_runtime_host_runs_on_the_node(work: Path) -> None:
 
 def test_held_job_is_reported_and_failed_after_held_timeout(work: Path) -> None:
     proc = cli(["run", "tasks.py", "Held", "--runtime", "host"], work)
-    output = proc.stdout + proc.stderr
+    output = said(work, proc.stdout, proc.stderr)
     assert proc.returncode == 1, output[-4000:]
     assert "held" in output and "HoldReasonCode 3" in output
     (row,) = rows(work)
@@ -288,7 +295,7 @@ def test_hold_then_release_completes(work: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-4000:]
-    assert "is held" in err and "via condor_hold" in err
+    assert "is held" in said(work, err) and "via condor_hold" in said(work, err)
     assert (work / "results" / "nap_8.txt").read_text() == "slept"
     assert history(job)["JobStatus"] == 4
 
@@ -299,7 +306,7 @@ def test_ctrl_c_removes_the_jobs(work: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _out, err = finish(proc, timeout=120)
     assert proc.returncode == 130, err[-3000:]
-    assert "cancelled 1 job(s)" in err
+    assert "cancelled 1 job(s)" in said(work, err)
     (row,) = rows(work)
     assert row["state"] == "cancelled"
     assert history(job)["JobStatus"] == 3
@@ -330,7 +337,7 @@ def test_reattach_after_the_submitter_was_killed(work: Path) -> None:
     assert queue_status(job) in (1, 2)
     again = cli(["run", "tasks.py", "Nap", "--seconds", "10", "--runtime", "host"], work)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert f"re-attached to htcondor job {job}" in again.stderr
+    assert f"re-attached to htcondor job {job}" in said(work, again.stderr)
     assert [(r["attempt"], r["job_id"], r["state"]) for r in rows(work)] == [(1, job, "done")]
 
 
