@@ -468,3 +468,10 @@ def test_job_script_refuses_to_run_outside_the_image(tmp_path):
         and "SINGULARITY_BIND_EXPR" in unbound.stderr
         and str(tmp_path / "wf.py") in unbound.stderr
     )
+
+
+def test_array_submit_file_runs_the_array_script_by_its_absolute_path(tmp_path):
+    spec = make_spec(tmp_path)
+    text = HTCondorScheduler({}).array_submit_file(spec, 3)
+    assert f"executable = {spec.job_dir}/array.sh" in text.splitlines()
+    assert "job.sh" not in text and text.endswith("arguments = $(Process)\nqueue 3\n")

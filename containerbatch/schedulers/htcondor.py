@@ -324,8 +324,9 @@ class HTCondorScheduler(Scheduler):
         return []
 
     def array_submit_file(self, spec: JobSpec, count: int) -> str:
+        executable = "executable = " + _value(f"{spec.job_dir}/array.sh", "job script path")  # absolute, as job.sh
         lines = [
-            "executable = array.sh" if line == "executable = job.sh" else line
+            executable if line.startswith("executable = ") else line
             for line in self.submit_file(spec).splitlines()
             if line != "queue"
         ]
