@@ -164,7 +164,7 @@ def test_image_cache_converts_a_docker_archive_once(work: Path, tmp_path: Path) 
     proc = cli(["run", "tasks.py", "Pair", "--runtime", "apptainer", "--image", image, "--workers", "2"], work, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     sifs = sorted(cache.glob("*.sif"))
-    assert len(sifs) == 1 and said(work, proc.stderr).count("converting docker-archive:") == 1
+    assert len(sifs) == 1 and said(work, proc.stderr).count("containerbatch.images: cached docker-archive:") == 1
     for tag in ("one", "two"):
         assert json.loads((work / "results" / f"env_{tag}.json").read_text())["APPTAINER_CONTAINER"] == str(sifs[0])
     # a second run finds the SIF and converts nothing

@@ -84,6 +84,24 @@ class Where(luigi.Task):
             json.dump(seen, handle)
 
 
+class Piece(luigi.Task):
+    i = luigi.IntParameter()
+
+    def output(self):
+        return luigi.LocalTarget("results/piece_%d.txt" % self.i)
+
+    def run(self):
+        with self.output().open("w") as handle:
+            handle.write(str(self.i))
+
+
+class Pieces(luigi.WrapperTask):
+    n = luigi.IntParameter(default=4)
+
+    def requires(self):
+        return [Piece(i=i) for i in range(self.n)]
+
+
 class Staged(luigi.Task):
     transfer_files = ["data/calib.txt"]
 
@@ -339,6 +357,18 @@ def test_reattach_after_the_submitter_was_killed(work: Path) -> None:
     assert again.returncode == 0, again.stderr[-4000:]
     assert f"re-attached to htcondor job {job}" in said(work, again.stderr)
     assert [(r["attempt"], r["job_id"], r["state"]) for r in rows(work)] == [(1, job, "done")]
+
+
+def test_array_is_one_cluster_on_the_real_pool(work: Path, live_sif: Path) -> None:
+    env = {"CONTAINERBATCH_MAX_ARRAY_SIZE": "100"}
+    args = ["run", "tasks.py", "Pieces", "--n", "4", "--workers", "8", "--runtime", "apptainer", "--image"]
+    proc = cli([*args, str(live_sif)], work, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + said(work, proc.stderr)[-4000:]
+    assert sorted(p.read_text() for p in (work / "results").glob("piece_*.txt")) == ["0", "1", "2", "3"]
+    ids = [r["job_id"] for r in rows(work) if r["task_family"] == "Piece"]
+    assert len({i.split(".")[0] for i in ids}) == 1 and sorted(i.split(".")[1] for i in ids) == ["0", "1", "2", "3"]
+    for job in ids:
+        assert (history(job)["JobStatus"], history(job)["ExitCode"]) == (4, 0)
 
 
 # -- no shared filesystem ---------------------------------------------------------------------------------------
