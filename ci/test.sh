@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: set up everything the tests need on a fresh
-# Debian 12 machine (root, no systemd), then run the whole suite.
+# Debian 12 or 13 machine (root, no systemd), then run the whole suite.
 #   Docker + Podman with the image cb-demo:latest, a one-node Slurm, a one-node Grid Engine (container),
 #   chromium and tmux (report and live-display tests), the Python package, and a one-container
 #   HTCondor pool with Apptainer built from Debian packages (ci/htcondor/run.sh).
