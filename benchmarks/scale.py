@@ -131,7 +131,9 @@ while subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_
 
 STUB = """#!/bin/sh
 # stands in for "python -m containerbatch.runner JOBDIR": the submitter is what is measured
-printf '{"status": "success"}' > "$3/result.json"
+tid=$(sed -n 's/^ *"task_id": \\(".*"\\),\\{0,1\\}$/\\1/p' "$3/task.json")
+att=$(sed -n 's/^ *"attempt": \\([0-9]*\\),\\{0,1\\}$/\\1/p' "$3/task.json")
+printf '{"status": "success", "task_id": %s, "attempt": %s}' "$tid" "$att" > "$3/result.json"
 """
 
 
