@@ -1213,7 +1213,7 @@ def cmd_bkill(argv):
     now = time.time()
     with locked() as box:
         jobs = box["state"]["lsf"]["jobs"]
-        for x, j in [(x, j) for x in ids for j in (lsf_select(jobs, x) or [None])]:
+        for x, j in [(given, j) for given in ids for j in (lsf_select(jobs, given) or [None])]:
             if (
                 j is None
                 or j.get("vanished")
