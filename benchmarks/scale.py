@@ -108,9 +108,7 @@ import os
 # b2luigi parses the command line itself and runs this file again on the node: arguments via the environment
 mode, n, workers = os.environ["CB_B2_MODE"], int(os.environ["CB_B2_N"]), int(os.environ["CB_B2_WORKERS"])
 if mode == "ttl2":
-    from b2luigi.batch.processes import slurm
-    cache = slurm._batch_job_status_cache
-    cache._TTLCache__ttl = 2  # the status cache's time to live (120 s by default)
+    b2luigi.set_setting("batch_status_cache_ttl", 2)  # b2luigi 1.3.0's job-status cache lives 120 s by default
 b2luigi.set_setting("batch_system", "slurm")
 b2luigi.set_setting("result_dir", "results")
 b2luigi.set_setting("executable", [sys.executable])

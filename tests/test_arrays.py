@@ -220,3 +220,48 @@ def test_lsf_element_states_from_one_bjobs():
         "7[2]": JobState.FAILED,
         "8": JobState.RUNNING,
     }
+
+
+@pytest.mark.slurm
+def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims):  # noqa: F811
+    import signal
+    import sys
+    import time
+
+    from tests.test_slurm_live import NAPS, slurm_state, wait_for
+
+    env, log = shims
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "naps.py").write_text(NAPS)
+    (work / "settings.json").write_text(json.dumps({"max_array_size": 10, "runtime": "host"}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "containerbatch", "run", "naps.py", "Naps", "--n", "4", "--seconds", "120"],
+        cwd=work,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def elements() -> list[str] | None:
+        try:
+            with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
+                ids = [r[0] for r in db.execute("SELECT job_id FROM attempts WHERE job_id IS NOT NULL")]
+        except sqlite3.Error:
+            return None
+        return ids if len(ids) == 4 and any(slurm_state(i) == "RUNNING" for i in ids) else None
+
+    try:
+        ids = wait_for(elements, timeout=120, what="the array to run")
+        assert len({i.split("_")[0] for i in ids}) == 1
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    scancel = calls(log, "scancel")
+    assert len(scancel) == 1 and sorted(scancel[0]) == sorted(ids), (scancel, err)
+    for job_id in ids:
+        wait_for(lambda j=job_id: slurm_state(j) in ("CANCELLED", ""), timeout=30, what=f"{job_id} cancelled")
+    assert "cancelled 4 job" in err, err
