@@ -71,7 +71,12 @@ def settings_key(spec: JobSpec) -> str:
 @dataclass
 class _Group:
     procs: list[JobProcess] = field(default_factory=list)
-    since: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.monotonic)  # 0: due now
+    last: float = field(default_factory=time.monotonic)  # when the last task joined
+
+    def due(self, now: float, window: float) -> bool:
+        """Full, or no task joined for ``window`` seconds, or the first has waited ten windows."""
+        return not self.since or now - self.last >= window or now - self.since >= 10 * window
 
 
 @dataclass
@@ -138,6 +143,7 @@ class Batcher:
             key = settings_key(spec) + (f"#alone{id(proc)}" if spec.staged or proc.failures else "")
             group = self._groups.setdefault(key, _Group())
             group.procs.append(proc)
+            group.last = time.monotonic()
             proc.deferred = True
             if window <= 0 or len(group.procs) >= per_job * max(1, array):
                 group.since = 0.0  # full: due now
@@ -166,7 +172,7 @@ class Batcher:
                 per_job, array, window, rate, _ = self._ints(spec)
                 if self._needs_canary(spec) and not self._canary_done(spec, group):
                     continue
-                if group.since and now - group.since < window:
+                if not group.due(now, window):
                     continue
                 wait = self._rate_wait(spec, now)
                 if wait > 0:
