@@ -157,6 +157,25 @@ class Batcher:
         self.tick()
         return bool(getattr(proc, "deferred", False))
 
+    def cancel(self) -> None:
+        """Ctrl-C: nothing waiting goes out any more (journaled as cancelled); a running canary is cancelled."""
+        with self._lock:
+            groups, self._groups = list(self._groups.values()), {}
+            for group in groups:
+                for proc in group.procs:
+                    proc.deferred = False
+                    proc.cancelled = True
+                    proc.journal.update(
+                        proc.spec.task_id, proc.spec.attempt, state="cancelled", reason="cancelled", ended=time.time()
+                    )
+            for canary in self._canaries.values():
+                if canary.state == "running" and canary.job_id:
+                    try:
+                        canary.scheduler.kill([canary.job_id])
+                    except ContainerBatchError as exc:
+                        log.error("could not cancel the canary job %s: %s", canary.job_id, exc)
+                    canary.state, canary.message = "failed", "cancelled"
+
     # -- submitting ------------------------------------------------------------
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
