@@ -89,9 +89,9 @@ class FastScheduler(Scheduler):
 
     def _update_priority(self, task: Any, prio: Any, worker: Any) -> None:
         old = task.priority
-        super()._update_priority(task, prio, worker)
-        if task.priority != old:
-            self._rebuild()
+        super()._update_priority(task, prio, worker)  # walks the dependencies through this method again
+        if task.priority != old and task.status == PENDING:
+            self._push(task)  # its older entry is stale now and skipped when it comes up
 
     def add_task_batcher(self, *args: Any, **kwargs: Any) -> Any:
         self._fast = False
@@ -141,9 +141,9 @@ class FastScheduler(Scheduler):
                 best = task  # luigi hands a task it already marked running back first
         self._reset_orphaned_batch_running_tasks(worker)
         while best is None and self._heap:
-            *_, task_id = heapq.heappop(self._heap)
+            neg_priority, *_, task_id = heapq.heappop(self._heap)
             task = self._state.get_task(task_id, default=None)
-            if task is None or task.status != PENDING or worker not in task.workers:
+            if task is None or task.status != PENDING or worker not in task.workers or -neg_priority != task.priority:
                 continue
             blocker = self._blocker(task)
             if blocker is None:
