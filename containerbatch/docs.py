@@ -92,10 +92,24 @@ def settings_table(definitions: Sequence[Setting], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def documented() -> dict[str, Setting]:
+    """The core's settings and those of the plugins shipped in the containerbatch package (others: their docs)."""
+    from containerbatch import plugins
+
+    plugins.load_settings()
+    shipped = {
+        f"{registry.kind} plugin {name!r}"
+        for registry in (plugins.schedulers, plugins.runtimes)
+        for name, target in registry.targets().items()
+        if target.startswith("containerbatch.")
+    }
+    return {name: s for name, s in DEFINITIONS.items() if not s.owner or s.owner in shipped}
+
+
 def render(definitions: dict[str, Setting] | None = None) -> str:
     """The whole page."""
     parts = [HEADER]
-    for group, members in _groups((definitions or DEFINITIONS).values()).items():
+    for group, members in _groups((definitions or documented()).values()).items():
         title = GROUP_TITLES.get(group, group.capitalize())
         parts.append(f"\n{title}\n{'-' * len(title)}\n\n{settings_table(members, title)}")
     return "".join(parts)

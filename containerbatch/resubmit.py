@@ -1,7 +1,8 @@
 """Failure classification and the resubmission policy.
 
 Every failed attempt gets one reason, from the runner's result file, the
-exit code, and the scheduler's own words.  The policy is built from tenacity's
+exit code, and the words of the scheduler and runtime plugins (each declares
+its own; this module keeps only the reason vocabulary and the order).  The policy is built from tenacity's
 strategy objects (``stop``, ``wait``) evaluated per attempt; hooks change the
 next attempt's resources (built-in: memory x2 after out_of_memory, walltime x2
 after walltime, both capped).
@@ -30,46 +31,6 @@ INFRASTRUCTURE = frozenset(
     {Reason.OUT_OF_MEMORY, Reason.WALLTIME, Reason.NODE_FAILURE, Reason.PREEMPTED, Reason.LOST, Reason.SUBMIT_ERROR}
 )
 
-# the scheduler's own words → reason. Slurm: job state codes
-# (https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES); LSF: exit
-# reasons in bjobs/bhist (https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=bjobs-job-exit-reasons);
-# HTCondor: HoldReasonCode (https://htcondor.readthedocs.io/en/latest/codes-other-values/hold-reason-codes.html)
-_NATIVE = {
-    "OUT_OF_MEMORY": Reason.OUT_OF_MEMORY,
-    "OOM": Reason.OUT_OF_MEMORY,
-    "TIMEOUT": Reason.WALLTIME,
-    "DEADLINE": Reason.WALLTIME,
-    "NODE_FAIL": Reason.NODE_FAILURE,
-    "BOOT_FAIL": Reason.NODE_FAILURE,
-    "PREEMPTED": Reason.PREEMPTED,
-    "CANCELLED": Reason.CANCELLED,
-    "TERM_MEMLIMIT": Reason.OUT_OF_MEMORY,
-    "TERM_RUNLIMIT": Reason.WALLTIME,
-    "TERM_CPULIMIT": Reason.WALLTIME,
-    "TERM_PREEMPT": Reason.PREEMPTED,
-    "TERM_OWNER": Reason.CANCELLED,
-    "TERM_ADMIN": Reason.CANCELLED,
-    "TERM_FORCE_OWNER": Reason.CANCELLED,
-    "TERM_FORCE_ADMIN": Reason.CANCELLED,
-    "TERM_HOST": Reason.NODE_FAILURE,
-    "TERM_LOAD": Reason.NODE_FAILURE,
-    "TERM_ZOMBIE": Reason.NODE_FAILURE,
-    "TERM_REMOVE_HUNG_JOB": Reason.NODE_FAILURE,  # the host stopped answering; LSF removed the job
-    "TERM_REQUEUE_ADMIN": Reason.PREEMPTED,
-    "TERM_REQUEUE_OWNER": Reason.PREEMPTED,
-}
-# HTCondor hold reason codes
-_HOLD_CODES = {
-    "1": Reason.CANCELLED,  # held by user
-    "6": Reason.IMAGE_ERROR,  # failed to create process
-    "21": Reason.OUT_OF_MEMORY,  # job exceeded memory limit (cgroup)
-    "34": Reason.OUT_OF_MEMORY,  # memory usage exceeded request_memory
-    "35": Reason.IMAGE_ERROR,  # invalid docker image
-    "45": Reason.IMAGE_ERROR,  # singularity test failed
-    "46": Reason.WALLTIME,  # job duration exceeded
-    "47": Reason.WALLTIME,  # job execute duration exceeded
-}
-
 
 @dataclass(frozen=True)
 class Failure:
@@ -85,13 +46,20 @@ def classify(
     status: JobStatus,
     exit_code: int | None,
     *,
+    scheduler: Any = None,
+    runtime: Any = None,
     oom_killed: bool = False,
     memory_limited: bool = False,
     cancelled: bool = False,
-    runtime: str = "",
     stderr_tail: str = "",
 ) -> Failure:
     """Give a failed attempt its reason.
+
+    The batch system's words are the scheduler plugin's to read
+    (:meth:`~containerbatch.schedulers.base.BaseScheduler.classify_failure`), exit codes that mean the
+    container never started the runner are the runtime plugin's
+    (:meth:`~containerbatch.runtimes.base.Runtime.classify_failure`); this function only orders them
+    with what every job shows.
 
     Parameters
     ----------
@@ -101,6 +69,10 @@ def classify(
         The scheduler's last word on the job.
     exit_code:
         From the done-marker (the job script's view) or the scheduler.
+    scheduler:
+        The scheduler plugin instance that ran the job (None: its words are not read).
+    runtime:
+        The runtime plugin instance (or its registered name) that ran the container.
     oom_killed:
         The container engine said so (Docker's ``State.OOMKilled``).
     memory_limited:
@@ -116,15 +88,9 @@ def classify(
     if result is not None and result.get("status") in ("failure", "error"):
         what = "the task raised" if result.get("status") == "failure" else "the task could not be rebuilt"
         return Failure(Reason.TASK_ERROR, f"{what}: {result.get('exception', '')}", exit_code)
-    words = [status.native.upper(), *status.reason.upper().replace(":", " ").split()]
-    for word in words:
-        if word in _NATIVE:
-            return Failure(_NATIVE[word], _explain(status), exit_code)
-    if status.state == JobState.HELD:
-        found = re.search(r"HoldReasonCode (\d+)", status.reason)
-        code = found.group(1) if found else status.native
-        if code in _HOLD_CODES:
-            return Failure(_HOLD_CODES[code], _explain(status), exit_code)
+    said = _ask(scheduler, "classify_failure", status)
+    if said is not None:
+        return Failure(said[0], said[1], exit_code)
     if oom_killed:
         return Failure(Reason.OUT_OF_MEMORY, "the container engine killed the job for exceeding its memory", exit_code)
     if status.state == JobState.TIMEOUT:
@@ -143,30 +109,61 @@ def classify(
             "luigi and its runner into the container), or install them in the image",
             exit_code,
         )
-    if exit_code in (125, 126, 127):
-        return Failure(
-            Reason.IMAGE_ERROR,
-            f"the container could not start the runner (exit {exit_code}: 125 the engine failed, e.g. no such "
-            "image; 126 python not executable; 127 python not found in the image)",
-            exit_code,
-        )
-    if exit_code == 255 and runtime in ("apptainer", "singularity"):
-        return Failure(
-            Reason.IMAGE_ERROR,
-            f"{runtime} failed before the runner started (exit 255: image not usable, python3 not found in it, "
-            "or a bind failed); see stderr",
-            exit_code,
-        )
+    if result is None and exit_code not in (0, None):
+        said = _runtime_says(runtime, exit_code, stderr_tail)
+        if said is not None:
+            return Failure(said[0], said[1], exit_code)
     if exit_code is not None and exit_code in (143, 130, 129) or status.native == "cancelled":
         return Failure(Reason.CANCELLED, f"the job was terminated by a signal (exit {exit_code})", exit_code)
+    if result is None and exit_code in _CRASH_SIGNALS:
+        return Failure(
+            Reason.TASK_ERROR,
+            f"the task crashed with {_CRASH_SIGNALS[exit_code]} (exit {exit_code}) before it could write its result; "
+            "see stderr (a crash in compiled code the task calls is not retried)",
+            exit_code,
+        )
     if status.state == JobState.FAILED and exit_code is None:
         return Failure(Reason.NODE_FAILURE, _explain(status) or "the job failed without exit code", exit_code)
     return Failure(Reason.LOST, f"the job ended (exit {exit_code}) without writing its result file", exit_code)
 
 
+def _ask(plugin: Any, hook: str, *args: Any) -> tuple[Reason, str] | None:
+    """A plugin's classification hook; a plugin that raises is logged and ignored (never fails the run)."""
+    method = getattr(plugin, hook, None) if plugin is not None else None
+    if method is None:
+        return None
+    try:
+        said = method(*args)
+    except Exception:
+        log.exception("%s.%s failed; classifying without it", type(plugin).__name__, hook)
+        return None
+    if said is None:
+        return None
+    reason, detail = said
+    return Reason(reason), str(detail)
+
+
+def _runtime_says(runtime: Any, exit_code: int, stderr_tail: str) -> tuple[Reason, str] | None:
+    if runtime is None or isinstance(runtime, str):
+        from containerbatch import plugins
+        from containerbatch.runtimes.base import Runtime
+
+        cls: Any = Runtime
+        if runtime:
+            try:
+                cls = plugins.runtimes.get(runtime)
+            except Exception:  # unknown or broken plugin: the base's codes still apply
+                cls = Runtime
+        return _ask(cls, "classify_start_failure", exit_code, stderr_tail)
+    return _ask(runtime, "classify_start_failure", exit_code, stderr_tail)
+
+
 def _explain(status: JobStatus) -> str:
     return f"{status.native}{': ' + status.reason if status.reason else ''}"
 
+
+#: exit 128+N of a process killed by a crash signal: the task's own fault, not the infrastructure's
+_CRASH_SIGNALS = {132: "SIGILL", 133: "SIGTRAP", 134: "SIGABRT", 135: "SIGBUS", 136: "SIGFPE", 139: "SIGSEGV"}
 
 _MISSING_MODULE = re.compile(r"No module named '?(containerbatch|luigi)[.'\s]")
 

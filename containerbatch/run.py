@@ -63,6 +63,10 @@ class Run:
         self.cancelled_total = 0
         #: per scheduler (id): until when (monotonic) not to ask it why a job ended, after it failed to answer
         self.why_silent_until: dict[int, float] = {}
+        #: written into every task.json; the runner applies it before importing the workflow
+        self.node_context: dict[str, Any] = {"argv": list(sys.argv)}
+        self.dynamic_rounds: dict[str, tuple[int, int]] = {}  # task id -> (rounds, rounds with deps complete here)
+        self._warned_outside: set[str] = set()
         from containerbatch.batching import Batcher
 
         self.batcher = Batcher(self)  # arrays, tasks_per_job, submit_rate, canary
@@ -140,6 +144,7 @@ class Run:
             epilogue=runtime.epilogue(spec),
             env_file=os.path.join(spec.node_path(spec.job_dir), ENV_FILE),
             before_finish=before_finish,
+            inside_image=scheduler.runs_container(spec),
         )
         return script, command, scheduler.submit_file(spec)
 
@@ -168,17 +173,22 @@ class Run:
             try:
                 outputs = jobfiles.output_paths(task)
                 self.reconcile(spec, outputs)
-                complete = task.complete()
             except ContainerBatchError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the workflow's own code: output() or complete() raised
+            except Exception as exc:  # noqa: BLE001 - the workflow's own code: output() raised
                 raise ConfigError(
-                    f"{type(exc).__name__} in output()/complete() of {task.task_id}: {exc}; fix the workflow "
+                    f"{type(exc).__name__} in output() of {task.task_id}: {exc}; fix the workflow "
                     "(nothing was submitted)",
                     task=task.task_id,
                 ) from exc
+            try:
+                complete = task.complete()
+            except Exception as exc:  # noqa: BLE001 - luigi reports the task as failed, cleanly; nothing submitted
+                log.error("%s: complete() raised %s: %s", spec.task_id, type(exc).__name__, exc)
+                continue
             if complete:
                 continue
+            self._warn_outside_binds(task, spec)
             scheduler = self.scheduler(dict(spec.settings))
             ok, detail = scheduler.available()
             if not ok:
@@ -198,13 +208,31 @@ class Run:
                         f"runtime {spec.runtime!r} is not usable: {detail}", setting="runtime", task=spec.task_id
                     )
                 runtime.preflight(spec)
-                prepare = getattr(runtime, "prepare_image", None)
-                if prepare is not None:
-                    prepare(spec)  # e.g. a remote image converted once into image_cache
+                runtime.prepare_image(spec)  # e.g. a remote image converted once into image_cache
                 self._checked_images.add((spec.runtime, spec.image))
             specs.append(spec)
         self.planned = specs
         return specs
+
+    def _warn_outside_binds(self, task: luigi.Task, spec: JobSpec) -> None:
+        """Outputs a container cannot bring back: LocalTarget paths outside every folder bound into it."""
+        from containerbatch.worker import output_paths, outside_binds
+
+        try:
+            paths = output_paths(task)
+        except Exception:
+            return
+        outside = [p for p in outside_binds(spec, paths) if p not in self._warned_outside]
+        if outside:
+            self._warned_outside.update(outside)
+            log.warning(
+                "%s writes %s, outside the folders bound into its container (%s): the file would stay in the "
+                "container and the task fail with outputs_missing. Write under %s, or add the folder to binds.",
+                spec.task_id,
+                ", ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else ""),
+                spec.runtime,
+                spec.working_dir,
+            )
 
     def reconcile(self, spec: JobSpec, outputs: Iterable[str] = ()) -> None:
         """Record in the journal how jobs of an earlier submitter ended while nobody watched.

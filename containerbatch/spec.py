@@ -292,16 +292,11 @@ class JobSpec:
 
 
 def guess_runtime(image: str | None) -> str:
-    """``foo.sif``, sandbox dirs and URIs → apptainer; ``name:tag`` → docker; no image → host."""
-    if not image:
-        return "host"
-    if image.endswith(".sif") or image.startswith(("oras://", "library://", "shub://", "docker-daemon:")):
-        return "apptainer"
-    if image.startswith("docker://"):
-        return "apptainer"
-    if image.startswith(("/", "./", "../")) and Path(image).is_dir():
-        return "apptainer"
-    return "docker"
+    """``runtime = auto``: host without an image, else the runtime plugin claiming the image most strongly
+    (apptainer: ``foo.sif``, sandbox folders, URIs; docker: ``name:tag``; a plugin may claim its own)."""
+    from containerbatch.plugins import guess_runtime as guess
+
+    return guess(image)
 
 
 def task_location(task: Any) -> tuple[str, str]:

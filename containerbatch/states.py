@@ -126,6 +126,7 @@ class Reason(str, enum.Enum):
     SUBMIT_ERROR = "submit_error"
     CANCELLED = "cancelled"
     BAD_RESULT = "bad_result"  # the node wrote a result file that is not valid (or names what it may not)
+    OUTPUTS_MISSING = "outputs_missing"  # the job said success but the task is not complete on the submit host
 
     def __str__(self) -> str:
         return self.value

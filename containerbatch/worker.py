@@ -28,18 +28,20 @@ from typing import Any
 
 import luigi
 import luigi.interface
+import luigi.task_register
 import luigi.worker
 from luigi.scheduler import DONE, FAILED, PENDING
+from luigi.task import flatten
 
 from containerbatch import jobfiles, staging
-from containerbatch.errors import ContainerBatchError, SchedulerError, SubmitError
+from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerError, SubmitError
 from containerbatch.jobfiles import BadResult
 from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, classify, policy_from_settings
 from containerbatch.run import Run
 from containerbatch.runlog import FAILURE_ATTR
 from containerbatch.spec import JobSpec, Resources
-from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, Reason
+from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, JobStatus, Reason
 
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
 
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 
 #: seconds a staged job's output archive may trail its done-marker
 STAGE_OUT_WAIT = 30.0
+#: seconds a successful job's outputs may take to show on the submit host (NFS attribute caches)
+OUTPUTS_WAIT = 10.0
+#: rounds a task may report dynamic requirements that are already complete on the submit host
+STALE_DYNAMIC_ROUNDS = 3
 
 
 def log_tail(path: str, lines: int = 20) -> str:
@@ -92,6 +98,7 @@ class JobProcess:
         self.absent_outputs: tuple[str, ...] = ()
         self.imported_modules: frozenset[str] = frozenset(sys.modules)
         self.ended_at: float | None = None  # when the job itself ended (its result, else its marker)
+        self._outputs_wait_since: float | None = None
 
     @property
     def key(self) -> str:
@@ -140,9 +147,7 @@ class JobProcess:
         )
         self.job_id = row.job_id
         self.submitted_at = row.submitted
-        attach = getattr(self.scheduler, "attach", None)
-        if callable(attach):
-            attach(row.job_id, self.spec.script_path)
+        self.scheduler.attach(row.job_id, self.spec.script_path)
         self._track()
         log.info(
             "%s: re-attached to %s job %s (attempt %d, submitted by run %s); not submitting it again",
@@ -202,6 +207,8 @@ class JobProcess:
             "run_id": spec.run_id,
             # files the task makes in its container follow the submitting user's umask
             "umask": jobfiles.current_umask(),
+            # what the node applies before importing the workflow: the submitter's command line, b2luigi settings
+            **self.run_ctx.node_context,
         }
 
     def submit(self) -> None:
@@ -214,9 +221,7 @@ class JobProcess:
         info = self._task_info(spec)
         (Path(spec.job_dir) / jobfiles.TASK).write_text(json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
-        prepare = getattr(runtime, "prepare_image", None)
-        if prepare is not None:  # dynamic dependencies never went through preflight
-            prepare(spec)
+        runtime.prepare_image(spec)  # dynamic dependencies never went through preflight
         script, _command, submit_file = self.run_ctx.render(spec)
         for name, text in self.run_ctx.private_files(spec).items():
             jobfiles.write_private(str(Path(spec.job_dir) / name), text)
@@ -314,8 +319,24 @@ class JobProcess:
             self._stage_wait_since = self._stage_wait_since or time.time()
             if time.time() - self._stage_wait_since < STAGE_OUT_WAIT:
                 return True
+        if self._outputs_pending():
+            return True
         self._finish(tracked)
         return not self.reported
+
+    def _outputs_pending(self) -> bool:
+        """A job that reported success but whose outputs are not (yet) visible here: wait a little, without
+        blocking luigi's loop, before calling it outputs_missing."""
+        if self.spec.staged:
+            return False  # the archive is unpacked in _finish, and STAGE_OUT_WAIT already waited for it
+        try:
+            result = jobfiles.read_result(self.spec.result_path, task_id=self.spec.task_id, attempt=self.spec.attempt)
+        except BadResult:
+            return False  # _finish refuses it
+        if result is None or result.status != "success" or not missing_outputs(self.task)[0]:
+            return False
+        self._outputs_wait_since = self._outputs_wait_since or time.time()
+        return time.time() - self._outputs_wait_since < OUTPUTS_WAIT
 
     def _held(self, tracked: TrackedJob) -> bool:
         """A held job is neither running nor failed; after held_timeout, held_action decides."""
@@ -345,7 +366,7 @@ class JobProcess:
             log.error("%s: could not %s held job %s: %s", self.spec.task_id, action, self.job_id, exc)
             return True
         self.run_ctx.poller.forget(self.key)
-        failure = classify(None, tracked.status, None, runtime=self.spec.runtime)
+        failure = classify(None, tracked.status, None, scheduler=self.scheduler, runtime=self.spec.runtime)
         self._failed(failure)
         return not self.reported
 
@@ -380,6 +401,10 @@ class JobProcess:
             return
         self.ended_at = _job_end_time(result.finished if result is not None else None, spec.marker_path)
         if result is not None and result.status == "success":
+            missing, error = missing_outputs(self.task)
+            if missing or error:
+                self._failed(self._outputs_missing(missing, error, exit_code), started=result.started)
+                return
             self.journal.update(
                 spec.task_id,
                 spec.attempt,
@@ -393,14 +418,22 @@ class JobProcess:
         if result is not None and result.status == "new_deps":
             state = AttemptState.NEW_DEPS.value
             self.journal.update(spec.task_id, spec.attempt, state=state, exit_code=exit_code, ended=result.finished)
+            stuck = self._dynamic_rounds_exceeded(deps)
+            if stuck is not None:
+                self._failed(stuck, started=result.started)
+                return
             self._report(PENDING, "", new_deps=deps)  # type: ignore[arg-type]
             return
         status = self._why_ended(tracked)
+        if status is not tracked.status and status.state in _NOT_OVER:
+            self._run_continues(tracked, status)
+            return
         oom = (jobfiles.read_small(str(Path(spec.job_dir) / jobfiles.OOM_KILLED)) or "").strip() == "true"
         failure = classify(
             result.as_dict() if result is not None else None,
             status,
             exit_code,
+            scheduler=self.scheduler,
             oom_killed=oom,
             memory_limited=spec.resources.memory_mb is not None,
             cancelled=os.path.lexists(Path(spec.job_dir) / jobfiles.CANCELLED),
@@ -425,6 +458,67 @@ class JobProcess:
             silent[id(self.scheduler)] = time.monotonic() + WHY_BACKOFF
             log.info("%s: could not ask %s why job %s ended: %s", spec.task_id, spec.batch_system, self.job_id, exc)
             return status
+
+    def _outputs_missing(self, missing: list[str], error: str, exit_code: int | None) -> Failure:
+        """The job said success, but luigi's own check says the task is not complete here: say what and why."""
+        detail = (
+            f"the job reported success, but {self.spec.task_id} is not complete on the submit host: "
+            + (f"complete() raised {error}" if error else "missing " + ", ".join(missing[:10]))
+            + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            + ". "
+            + outputs_hint(self.spec, missing)
+        )
+        return Failure(Reason.OUTPUTS_MISSING, detail, exit_code)
+
+    def _dynamic_rounds_exceeded(self, deps: list[tuple[Any, ...]]) -> Failure | None:
+        """Stop a task whose dynamic requirements never become complete for it (bounded rounds)."""
+        rounds = self.run_ctx.dynamic_rounds
+        total, stale = rounds.get(self.spec.task_id, (0, 0))
+        total += 1
+        requirements = []
+        for _module, family, params in (d[:3] for d in deps if len(d) >= 3):
+            try:
+                requirements.append(luigi.task_register.Register.get_task_cls(family).from_str_params(params))
+            except Exception:  # the worker reports an unloadable requirement itself
+                requirements = []
+                break
+        complete_here = bool(requirements) and all(_complete(r) for r in requirements)
+        stale = stale + 1 if complete_here else 0
+        rounds[self.spec.task_id] = (total, stale)
+        limit = int(self.spec.settings.get("max_dynamic_rounds") or 0)
+        if stale >= STALE_DYNAMIC_ROUNDS:
+            paths = sorted({p for r in requirements for p in output_paths(r)})
+            detail = (
+                f"{self.spec.task_id} asked {stale} times in a row for requirements that are complete on the submit "
+                f"host ({', '.join(r.task_id for r in requirements[:5])}): the job does not see their outputs"
+                + (f" ({', '.join(paths[:5])})" if paths else "")
+                + ". "
+                + outputs_hint(self.spec, paths)
+            )
+            return Failure(Reason.OUTPUTS_MISSING, detail, None)
+        if limit and total > limit:
+            detail = (
+                f"{self.spec.task_id} yielded new requirements {total} times (max_dynamic_rounds={limit}); "
+                "raise the setting max_dynamic_rounds if the task really needs more rounds"
+            )
+            return Failure(Reason.OUTPUTS_MISSING, detail, None)
+        return None
+
+    def _run_continues(self, tracked: TrackedJob, status: JobStatus) -> None:
+        """The job script ended (a marker landed) but the scheduler still has the job: it was evicted and will
+        run again (HTCondor's condor_hold stops a running job; condor_release starts it anew). Keep waiting."""
+        spec = self.spec
+        log.warning(
+            "%s: %s job %s stopped (exit %s) but is %s, not over (evicted, e.g. by a hold); waiting for it",
+            spec.task_id,
+            spec.batch_system,
+            self.job_id,
+            tracked.ended_code,
+            status.state.value,
+        )
+        for path in (Path(spec.marker_path), Path(spec.job_dir) / "exit_code", Path(spec.job_dir) / "cancelled"):
+            path.unlink(missing_ok=True)
+        self._track()
 
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
@@ -582,6 +676,11 @@ def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
     return str(path)
 
 
+#: a job the scheduler lists in these states after its script ended was evicted and runs again (HTCondor:
+#: condor_hold stops a running job, held 5; a vacated job goes back to idle 1)
+_NOT_OVER = (JobState.HELD, JobState.PENDING)
+
+
 def describe_change(old: Resources, new: Resources) -> str:
     parts = []
     if old.memory_mb != new.memory_mb:
@@ -617,6 +716,64 @@ def node_task_id(cls: type[luigi.Task], str_params: dict[str, str]) -> str:
     params = dict(cls.get_params())
     kwargs = {name: params[name].parse(value) for name, value in str_params.items() if name in params}
     return str(type.__call__(cls, **kwargs).task_id)
+
+
+def missing_outputs(task: luigi.Task) -> tuple[list[str], str]:
+    """luigi's own check of ``task``: ([], "") when complete, else (what does not exist, or complete()'s error).
+
+    A task without outputs is done once it ran, as in luigi (its complete() says False forever).
+    """
+    try:
+        if not flatten(task.output()) or task.complete():
+            return [], ""
+    except Exception as exc:
+        return [], f"{type(exc).__name__}: {exc}"
+    missing = []
+    for target in flatten(task.output()):
+        try:
+            exists = target.exists()
+        except Exception:
+            exists = False
+        if not exists:
+            path = getattr(target, "path", None)
+            local = isinstance(target, luigi.LocalTarget) and isinstance(path, str)
+            missing.append(os.path.abspath(str(path)) if local else str(path or target))
+    return missing or [f"(complete() of {task.task_family} returned False)"], ""
+
+
+def bound_folders(spec: JobSpec) -> list[str]:
+    """Host folders a job of ``spec`` can write to: the whole filesystem for runtime host, else the binds."""
+    if spec.runtime == "host":
+        return ["/"]
+    from containerbatch.runtimes.base import Runtime
+
+    return [b.dst for b in Runtime.binds(spec) if not b.read_only]  # paths as the task sees them
+
+
+def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
+    """The ``paths`` that lie outside every folder bound writable into the job's container."""
+    folders = [f.rstrip("/") + "/" for f in bound_folders(spec)]
+    return [p for p in paths if p.startswith("/") and not any((p.rstrip("/") + "/").startswith(f) for f in folders)]
+
+
+def outputs_hint(spec: JobSpec, missing: list[str]) -> str:
+    """Why outputs may be missing on the submit host, most likely cause first."""
+    outside = outside_binds(spec, missing)
+    hints = []
+    if outside:
+        hints.append(
+            f"{', '.join(outside[:3])} lie outside the folders bound into the container ({spec.runtime}), so what the "
+            "task wrote there stayed in the container: write under the working directory or result_dir, or add the "
+            "folder to the setting binds"
+        )
+    hints.append(
+        'settings or paths that the submitting script sets only inside `if __name__ == "__main__":`, or derives '
+        "from its command line or current folder, differ on the node (set them at module level or in settings.json)"
+    )
+    if spec.batch_system == "htcondor" and not spec.staged:
+        hints.append("without a shared filesystem on the nodes, set transfer_files")
+    hints.append(f"see the job's stderr in {spec.job_dir}")
+    return "Possible causes: " + "; ".join(hints) + "."
 
 
 def set_aside_partial_outputs(spec: JobSpec, absent: Iterable[str], outputs: Iterable[str]) -> str | None:
@@ -705,6 +862,42 @@ class _Factory(luigi.interface._WorkerSchedulerFactory):
         return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)
 
 
+#: b2luigi's process() arguments that containerbatch.process takes too (they never reach luigi.build)
+B2LUIGI_ACCEPTED = ("batch", "ignore_additional_command_line_args")
+#: b2luigi's process() arguments that only containerbatch.b2luigi.process implements
+B2LUIGI_ONLY = ("show_output", "test", "remove", "remove_only", "auto_confirm", "keep_tasks", "batch_runner")
+
+
+def b2luigi_arguments(build_kwargs: dict[str, Any], tasks: list[luigi.Task]) -> bool:
+    """Take b2luigi's process() arguments out of ``build_kwargs``; True when ``dry_run`` asked for a dry run
+    (done here: the tasks that would run are printed, nothing is submitted)."""
+    for name in B2LUIGI_ACCEPTED:
+        build_kwargs.pop(name, None)
+    refused = [n for n in B2LUIGI_ONLY if build_kwargs.pop(n, None)]
+    if refused:
+        raise ConfigError(
+            f"process() argument(s) {', '.join(refused)} are b2luigi's: use `import containerbatch.b2luigi as "
+            "b2luigi` and b2luigi.process(...), which does what b2luigi does with them"
+        )
+    if not build_kwargs.pop("dry_run", False):
+        return False
+    from containerbatch.run import walk
+
+    pending = []
+    for task in walk(tasks):
+        try:
+            complete = task.complete()
+        except Exception as exc:
+            print(f"{task.task_id}: complete() raised {exc!r}")
+            continue
+        if not complete:
+            pending.append(task)
+    for task in sorted(pending, key=lambda t: t.task_id):
+        print(f"Would run {task}")
+    print(f"In total {len(pending)}" if pending else "All tasks are finished!")
+    return True
+
+
 def process(
     tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None, **build_kwargs: Any
 ) -> bool:
@@ -717,7 +910,12 @@ def process(
     workers:
         How many jobs may be in flight at once; costs no process per job.
     build_kwargs:
-        Passed on to ``luigi.build`` (``local_scheduler`` defaults to True).
+        b2luigi's ``batch`` and ``ignore_additional_command_line_args`` are accepted (every task is a batch
+        job here); ``dry_run=True`` prints the tasks that would run and submits nothing; b2luigi's other
+        arguments are refused with a pointer to ``containerbatch.b2luigi``.  The rest is passed on to
+        ``luigi.build``. ``local_scheduler`` defaults to True unless a central scheduler is named
+        (``scheduler_host``, ``scheduler_port`` or ``scheduler_url``): then several submitters can share one
+        ``luigid``.
 
     Returns
     -------
@@ -730,9 +928,12 @@ def process(
         Before anything is submitted, when a setting, image or scheduler is wrong.
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    if b2luigi_arguments(build_kwargs, task_list):
+        return True  # dry_run: nothing submitted
     run = run or Run()
     run.preflight(task_list)
-    build_kwargs.setdefault("local_scheduler", True)
+    if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
+        build_kwargs.setdefault("local_scheduler", True)
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:

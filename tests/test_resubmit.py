@@ -3,8 +3,14 @@
 import pytest
 
 from containerbatch.resubmit import INFRASTRUCTURE, Failure, Reason, ResubmitPolicy, classify
+from containerbatch.schedulers.htcondor import HTCondorScheduler
+from containerbatch.schedulers.lsf import LSFScheduler
+from containerbatch.schedulers.slurm import SlurmScheduler
 from containerbatch.spec import Resources
 from containerbatch.states import JobState, JobStatus
+
+SLURM, LSF = SlurmScheduler(), LSFScheduler()
+CONDOR = {"scheduler": HTCondorScheduler()}
 
 
 @pytest.mark.parametrize(
@@ -12,33 +18,37 @@ from containerbatch.states import JobState, JobStatus
     [
         ({"status": "failure", "exception": "ValueError()"}, JobStatus(JobState.COMPLETED), 1, {}, "task_error"),
         ({"status": "error", "exception": "ImportError()"}, JobStatus(JobState.COMPLETED), 2, {}, "task_error"),
-        (None, JobStatus(JobState.FAILED, "OUT_OF_MEMORY", 0), None, {}, "out_of_memory"),
+        (None, JobStatus(JobState.FAILED, "OUT_OF_MEMORY", 0), None, {"scheduler": SLURM}, "out_of_memory"),
         (None, JobStatus(JobState.TIMEOUT, "TIMEOUT"), 143, {"cancelled": True}, "walltime"),
-        (None, JobStatus(JobState.FAILED, "NODE_FAIL"), None, {}, "node_failure"),
-        (None, JobStatus(JobState.FAILED, "PREEMPTED"), None, {}, "preempted"),
+        (None, JobStatus(JobState.FAILED, "NODE_FAIL"), None, {"scheduler": SLURM}, "node_failure"),
+        (None, JobStatus(JobState.FAILED, "PREEMPTED"), None, {"scheduler": SLURM}, "preempted"),
+        (None, JobStatus(JobState.CANCELLED, "PREEMPTED"), None, {"scheduler": SLURM}, "preempted"),
         (None, JobStatus(JobState.CANCELLED, "CANCELLED", None, "by 1000"), 143, {}, "cancelled"),
         (
             None,
             JobStatus(JobState.FAILED, "EXIT", 137, "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit"),
             137,
-            {},
+            {"scheduler": LSF},
             "out_of_memory",
         ),
         (
             None,
             JobStatus(JobState.TIMEOUT, "EXIT", 140, "TERM_RUNLIMIT: job killed after reaching LSF run time limit"),
             140,
-            {},
+            {"scheduler": LSF},
             "walltime",
         ),
-        (None, JobStatus(JobState.HELD, "34", None, "memory usage exceeded request_memory"), None, {}, "out_of_memory"),
-        (None, JobStatus(JobState.HELD, "46", None, "job duration exceeded"), None, {}, "walltime"),
-        (None, JobStatus(JobState.HELD, "35", None, "invalid docker image"), None, {}, "image_error"),
+        (None, JobStatus(JobState.HELD, "34", None, "usage exceeded request_memory"), None, CONDOR, "out_of_memory"),
+        (None, JobStatus(JobState.HELD, "5", None, "x (HoldReasonCode 46)"), None, CONDOR, "walltime"),
+        (None, JobStatus(JobState.HELD, "35", None, "invalid docker image"), None, CONDOR, "image_error"),
+        # one scheduler's words mean nothing to another: LSF's TERM_MEMLIMIT under Slurm is no OOM
+        (None, JobStatus(JobState.FAILED, "EXIT", None, "TERM_MEMLIMIT"), None, {"scheduler": SLURM}, "node_failure"),
         (None, JobStatus(JobState.COMPLETED, "exited"), 137, {"oom_killed": True}, "out_of_memory"),
         (None, JobStatus(JobState.FAILED, "failed"), 137, {"memory_limited": True}, "out_of_memory"),
         (None, JobStatus(JobState.FAILED, "failed"), 125, {}, "image_error"),
         (None, JobStatus(JobState.FAILED, "failed"), 127, {}, "image_error"),
         (None, JobStatus(JobState.FAILED, "failed"), 255, {"runtime": "apptainer"}, "image_error"),
+        (None, JobStatus(JobState.FAILED, "failed"), 255, {"runtime": "docker"}, "lost"),
         (None, JobStatus(JobState.LOST, "gone"), None, {}, "lost"),
         (None, JobStatus(JobState.FAILED, "failed"), 143, {"cancelled": True}, "cancelled"),
         (None, JobStatus(JobState.COMPLETED, "exited"), 0, {}, "lost"),  # ended without writing result.json

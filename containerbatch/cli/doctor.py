@@ -23,13 +23,6 @@ from containerbatch.errors import ConfigError, SchedulerError
 
 MIN_PYTHON = (3, 10)
 
-#: a command per batch system that must reach its daemon; a scheduler class may define ``probe_argv()`` instead
-PROBES: dict[str, list[str]] = {
-    "slurm": ["sinfo", "--noheader", "--format=%P %a"],
-    "lsf": ["lsid"],
-    "htcondor": ["condor_q", "-totals"],
-}
-
 #: what the image probe runs with the image's python: version and whether luigi imports
 _PROBE_CODE = (
     "import json, sys\n"
@@ -79,9 +72,10 @@ def check_settings(checks: list[Check]) -> tuple[dict[str, Any] | None, list[dic
 
 def check_plugins(checks: list[Check]) -> list[dict[str, Any]]:
     rows = []
+    plugins.load_settings()  # a plugin whose settings clash is listed as broken too
     for registry, section in ((plugins.schedulers, "scheduler plugin"), (plugins.runtimes, "runtime plugin")):
         registry.load_all()
-        targets = dict(getattr(registry, "_targets", {}))
+        targets = registry.targets()
         for name in registry.names():
             error = registry.errors.get(name)
             rows.append({"kind": registry.kind, "name": name, "target": targets.get(name, ""), "error": error})
@@ -98,12 +92,15 @@ def check_plugins(checks: list[Check]) -> list[dict[str, Any]]:
     return rows
 
 
-def _probe(scheduler: Any, name: str) -> list[str] | None:
-    method = getattr(scheduler, "probe_argv", None)
-    if callable(method):
-        argv = method()
-        return list(argv) if argv else None
-    return PROBES.get(name)
+def _plugin_bug(section: str, name: str, exc: Exception, requested: bool) -> Check:
+    return Check(
+        section,
+        name,
+        False,
+        f"the {name} plugin raised {type(exc).__name__}: {exc}",
+        f"report it to the authors of the {name!r} plugin; run with another {section} meanwhile",
+        requested,
+    )
 
 
 def check_schedulers(checks: list[Check], values: dict[str, Any], wanted: str) -> None:
@@ -113,13 +110,17 @@ def check_schedulers(checks: list[Check], values: dict[str, Any], wanted: str) -
         requested = name == wanted
         try:
             scheduler = plugins.schedulers.get(name)({**values, "batch_system": name})
+            ok, detail = scheduler.available()
+            argv = scheduler.probe_argv() if ok else None
         except ConfigError as exc:
             if requested:
                 checks.append(
                     Check("batch system", name, False, str(exc), "see the plugin error above", requested=True)
                 )
             continue
-        ok, detail = scheduler.available()
+        except Exception as exc:  # a plugin's own bug: listed, never a traceback
+            checks.append(_plugin_bug("batch system", name, exc, requested))
+            continue
         if not ok:
             checks.append(
                 Check(
@@ -132,7 +133,6 @@ def check_schedulers(checks: list[Check], values: dict[str, Any], wanted: str) -
                 )
             )
             continue
-        argv = _probe(scheduler, name)
         if argv:
             try:
                 result = run_command(argv, timeout=20)
@@ -170,14 +170,16 @@ def check_runtimes(checks: list[Check], values: dict[str, Any], wanted: str | No
     for name in plugins.runtimes.names():
         requested = name == wanted
         try:
-            runtime = plugins.runtimes.get(name)(values)
+            ok, detail = plugins.runtimes.get(name)(values).available()
         except ConfigError as exc:
             if requested:
                 checks.append(
                     Check("container engine", name, False, str(exc), "see the plugin error above", requested=True)
                 )
             continue
-        ok, detail = runtime.available()
+        except Exception as exc:  # a plugin's own bug: listed, never a traceback
+            checks.append(_plugin_bug("container engine", name, exc, requested))
+            continue
         fix = "" if ok else f"install {name} or pick another engine with --runtime / the runtime setting"
         checks.append(Check("container engine", name, ok, detail, fix, requested))
 
@@ -312,7 +314,11 @@ def diagnose(image: str | None, batch_system: str | None, runtime: str | None) -
     image = image or values.get("image")
     wanted_runtime = runtime or values.get("runtime") or "auto"
     if wanted_runtime == "auto":
-        wanted_runtime = guess_runtime(image)
+        try:
+            wanted_runtime = guess_runtime(image)
+        except ConfigError as exc:
+            checks.append(Check("container engine", "auto", False, str(exc), "set the runtime setting", True))
+            wanted_runtime = "auto"
     for registry, wanted, section in (
         (plugins.schedulers, wanted_scheduler, "batch system"),
         (plugins.runtimes, wanted_runtime, "container engine"),

@@ -71,10 +71,8 @@ def cancel(journal: Journal, rows: list[AttemptRow]) -> tuple[list[AttemptRow], 
         except ConfigError as exc:
             errors.append({"scheduler": name, "job_ids": [r.job_id for r in group], "error": str(exc)})
             continue
-        attach = getattr(scheduler, "attach", None)
-        if callable(attach):  # jobs of another process (the local scheduler kills by pid)
-            for row in group:
-                attach(row.job_id, str(Path(row.job_dir) / "job.sh"))
+        for row in group:  # jobs of another process (the local scheduler kills by pid)
+            scheduler.attach(row.job_id, str(Path(row.job_dir) / "job.sh"))
         for row in group:  # how the job script itself marks a cancelled job: its end is no failure of the task
             try:
                 (Path(row.job_dir) / "cancelled").touch()

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import typer
+from luigi.cmdline_parser import CmdlineParser
 
 from containerbatch import jobscript, settings
 from containerbatch.cli.common import (
@@ -26,6 +27,17 @@ from containerbatch.runlog import log_path_of
 from containerbatch.spec import SCRATCH
 
 TASK_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+#: luigi options that name a central scheduler (luigid) instead of the local one
+CENTRAL_SCHEDULER = ("--scheduler-host", "--scheduler-port", "--scheduler-url")
+
+
+def luigi_options(task_args: list[str]) -> dict[str, Any]:
+    """What process() must know of luigi's options: a central scheduler named on the command line means no
+    local scheduler (luigi reads the address itself)."""
+    named = {arg.split("=", 1)[0] for arg in task_args}
+    if named & set(CENTRAL_SCHEDULER) and "--local-scheduler" not in named:
+        return {"local_scheduler": False}
+    return {}
 
 
 def _apply_overrides(image: str | None, runtime: str | None, batch_system: str | None) -> None:
@@ -134,16 +146,20 @@ def register(app: typer.Typer) -> None:
         log_file = str(log_path_of(run_ctx))
         summarised.active = True  # failures are explained once, in the end summary
         started = time.time()
+        kwargs = luigi_options(list(ctx.args))
         try:
-            if progress and not as_json:
-                with ProgressDisplay(run_ctx, console=out, log_path=log_file):
-                    ok = process([task], workers=workers, run=run_ctx)
-            else:
-                ok = process([task], workers=workers, run=run_ctx)
-                # --json: stdout is the document; the summary goes to stderr
-                display = ProgressDisplay(run_ctx, console=err if as_json else out, live=False)
-                display.started = started
-                final_summary(run_ctx, display.console, display=display, log_path=log_file)
+            # luigi's own options after the task (--worker-keep-alive, --scheduler-host ...) stay in force
+            # while luigi builds: its config classes read them from the active command-line parser
+            with CmdlineParser.global_instance(list(ctx.args)):
+                if progress and not as_json:
+                    with ProgressDisplay(run_ctx, console=out, log_path=log_file):
+                        ok = process([task], workers=workers, run=run_ctx, **kwargs)
+                else:
+                    ok = process([task], workers=workers, run=run_ctx, **kwargs)
+                    # --json: stdout is the document; the summary goes to stderr
+                    display = ProgressDisplay(run_ctx, console=err if as_json else out, live=False)
+                    display.started = started
+                    final_summary(run_ctx, display.console, display=display, log_path=log_file)
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:

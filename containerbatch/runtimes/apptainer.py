@@ -38,6 +38,22 @@ class ApptainerRuntime(Runtime):
     name = "apptainer"
     binaries: ClassVar[tuple[str, ...]] = ("apptainer", "singularity")
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
+    binary_setting: ClassVar[str] = "apptainer_binary"
+    START_FAILURES: ClassVar[Mapping[int, str]] = {
+        **Runtime.START_FAILURES,
+        255: "apptainer failed before the runner started: image not usable, python3 not found in it, or a bind "
+        "failed; see stderr",
+    }
+    #: claimed for runtime auto: SIF files, sandbox folders and the URIs apptainer pulls
+    _URIS = ("oras://", "library://", "shub://", "docker-daemon:", "docker://")
+
+    @classmethod
+    def claim_image(cls, image: str) -> int:
+        if image.endswith(".sif") or image.startswith(cls._URIS):
+            return 10
+        if image.startswith(("/", "./", "../")) and Path(image).is_dir():
+            return 10
+        return 0
 
     def binary(self) -> str | None:
         return self._configured(self.settings) or super().binary()
@@ -53,7 +69,7 @@ class ApptainerRuntime(Runtime):
 
     def env_prefix(self, spec: JobSpec) -> str:
         """``SINGULARITYENV_`` for a binary named singularity (all SingularityCE reads), else ``APPTAINERENV_``."""
-        return "SINGULARITYENV_" if Path(self.client(spec)).name.startswith("singularity") else "APPTAINERENV_"
+        return "SINGULARITYENV_" if Path(self.node_client(spec)).name.startswith("singularity") else "APPTAINERENV_"
 
     def missing_message(self) -> str:
         return (
@@ -150,7 +166,7 @@ class ApptainerRuntime(Runtime):
     # -- the command --------------------------------------------------------------
     def command(self, spec: JobSpec) -> list[str]:
         settings = spec.settings
-        argv = [self.client(spec), "exec"]
+        argv = [self.node_client(spec), "exec"]
         if settings.get("apptainer_cleanenv", True):
             argv.append("--cleanenv")
         if settings.get("apptainer_containall"):
@@ -194,3 +210,7 @@ class SingularityRuntime(ApptainerRuntime):
 
     name = "singularity"
     binaries = ("singularity",)
+
+    @classmethod
+    def claim_image(cls, image: str) -> int:
+        return min(ApptainerRuntime.claim_image(image), 9)  # the same images; apptainer is preferred

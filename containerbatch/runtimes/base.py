@@ -1,31 +1,78 @@
-"""The Runtime interface: availability, image preflight, argv wrapping."""
+"""The Runtime contract: availability, image claiming and preflight, argv wrapping, start failures."""
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping
 from typing import ClassVar
 
+from containerbatch.resubmit import Reason
+from containerbatch.settings import Setting
 from containerbatch.spec import Bind, JobSpec
 
+#: exit codes of the job's container command that mean the runner never started
+START_FAILURES: Mapping[int, str] = {
+    125: "the container engine failed (e.g. no such image)",
+    126: "python is not executable in the image",
+    127: "python was not found in the image",
+}
 
-class Runtime:
-    """A container engine. Subclasses build argv; they never run jobs.
+
+class Runtime(abc.ABC):
+    """A container engine: the contract of a runtime plugin.  Subclasses build argv; they never run jobs.
+
+    A plugin subclasses this, writes :meth:`command`, and registers the class under the entry-point
+    group ``containerbatch.runtimes`` with its ``name``.  Every other hook has a default.
 
     Parameters
     ----------
     settings:
         The resolved settings of the task (binary paths, extra args).
+
+    Class attributes
+    ----------------
+    name:
+        The entry-point name (``runtime`` setting value); checked when the plugin loads.
+    binaries:
+        Client names looked up on PATH by :meth:`binary`.
+    version_args:
+        Arguments that make the client print its (or its engine's) version, for :meth:`available`.
+    failure_hint:
+        Appended to :meth:`available`'s message when the version call fails.
+    START_FAILURES:
+        Exit codes of the container command → what they mean when the runner never started (an
+        ``image_error``); the defaults cover the engine failing (125) and python missing (126, 127).
+    SETTINGS:
+        Settings the plugin declares (:func:`containerbatch.settings.plugin_setting`), named ``<name>_…``.
     """
 
     name: ClassVar[str] = ""
     binaries: ClassVar[tuple[str, ...]] = ()
-    #: arguments that make the client print its (or its engine's) version, for available()
     version_args: ClassVar[tuple[str, ...]] = ()
+    #: the setting that names the client's path (docker_binary, apptainer_binary)
+    binary_setting: ClassVar[str] = ""
     #: appended when the version call fails
     failure_hint: ClassVar[str] = ""
+    START_FAILURES: ClassVar[Mapping[int, str]] = START_FAILURES
+    SETTINGS: ClassVar[tuple[Setting, ...]] = ()
+
+    @classmethod
+    def claim_image(cls, image: str) -> int:
+        """How strongly this runtime claims ``image`` for ``runtime = auto``: 0 not at all, 1 as a fallback
+        (``docker`` takes any ``name:tag``), 10 by its form (``.sif``, ``oras://``…).  The strongest claim
+        wins; a tie between plugins is an error that asks for the runtime setting."""
+        return 0
+
+    @classmethod
+    def classify_start_failure(cls, exit_code: int, stderr_tail: str) -> tuple[Reason, str] | None:
+        """Whether ``exit_code`` (no result file written) means the container never started the runner."""
+        meaning = cls.START_FAILURES.get(exit_code)
+        if meaning is None:
+            return None
+        return Reason.IMAGE_ERROR, f"the container could not start the runner (exit {exit_code}: {meaning})"
 
     def __init__(self, settings: Mapping[str, object] | None = None) -> None:
         self.settings = dict(settings or {})
@@ -38,12 +85,27 @@ class Runtime:
                 return found
         return None
 
+    def node_client(self, spec: JobSpec) -> str:
+        """The client as the job script calls it on the node, which may be another host.
+
+        ``node_engine_binary`` if set, else the task's ``<engine>_binary`` setting, else the engine's bare name
+        (``apptainer``, ``docker``...), looked up on the node's PATH: never this host's absolute path.
+        """
+        for key in ("node_engine_binary", self.binary_setting):
+            value = spec.settings.get(key) if key else None
+            if isinstance(value, str) and value:
+                return value
+        found = self.binary()
+        return os.path.basename(found) if found else self.binaries[0]
+
     def missing_message(self) -> str:
         """What to do when no client is found."""
         return f"none of {', '.join(self.binaries)} on PATH"
 
     def available(self) -> tuple[bool, str]:
         """Whether the engine is usable here (its client answers with a version), and a line for `doctor`."""
+        if not self.binaries:
+            return True, f"{self.name}: needs no client"
         binary = self.binary()
         if binary is None:
             return False, self.missing_message()
@@ -58,12 +120,17 @@ class Runtime:
             return False, f"{binary} {' '.join(self.version_args)} fails: {detail}{self.failure_hint}"
         return True, f"{binary} {out.stdout.strip()}"
 
-    def preflight(self, spec: JobSpec) -> None:
+    def preflight(self, spec: JobSpec) -> None:  # noqa: B027 (optional hook)
         """Check the image before submission; raise ConfigError naming task and image."""
 
+    def prepare_image(self, spec: JobSpec) -> str | None:
+        """Make the image usable on the nodes before the first job (e.g. convert a remote image once into
+        ``image_cache``); returns the prepared image's path, or None when nothing was needed."""
+        return None
+
+    @abc.abstractmethod
     def command(self, spec: JobSpec) -> list[str]:
-        """The argv the job script runs (the container around the runner)."""
-        raise NotImplementedError
+        """The argv the job script runs (the container around ``spec.runner_argv()``)."""
 
     def stop_command(self, spec: JobSpec) -> list[str] | None:
         """An argv that stops the container when the job is cancelled."""

@@ -1,4 +1,4 @@
-"""The Scheduler interface and the one place that runs scheduler commands.
+"""The Scheduler contract (:class:`BaseScheduler`, :class:`Scheduler`) and the one place that runs commands.
 
 A scheduler subclass is declarative: it builds argv and parses text
 (``submit_argv``/``parse_submit``, ``status_argv``/``parse_status``,
@@ -10,7 +10,9 @@ retries and timing.
 
 from __future__ import annotations
 
+import abc
 import logging
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from containerbatch.errors import SchedulerError, StatusQueryError, SubmitError
+from containerbatch.resubmit import Reason
+from containerbatch.settings import Setting
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
@@ -78,74 +82,119 @@ def _text(data: bytes | str | None) -> str:
     return text.replace("\0", "")
 
 
-class Scheduler:
-    """A batch system.
+class BaseScheduler(abc.ABC):
+    """The contract of a batch system: everything the core calls on a scheduler plugin.
 
-    Subclasses set ``name``, ``commands``, ``DOCS_URL``, ``STATE_MAP`` and
-    implement the argv builders and parsers.
+    A plugin subclasses :class:`Scheduler` (a batch system driven by commands: it only builds argv and
+    parses their output) or, for a batch system that is not reached through commands, this class, and
+    registers it under the entry-point group ``containerbatch.schedulers`` with its ``name``.  The three
+    abstract methods are the whole of what must be written; every other hook has a default that is
+    right for most batch systems.  ``containerbatch.testing`` holds the contract tests a plugin's test
+    suite subclasses.
+
+    Class attributes
+    ----------------
+    name:
+        The entry-point name (``batch_system`` setting value); checked when the plugin loads.
+    commands:
+        The commands that must be on PATH for :meth:`available` (and ``doctor``).
+    DOCS_URL:
+        Where the batch system documents its states (named in warnings about unknown ones).
+    STATE_MAP:
+        Every native state word → :class:`~containerbatch.states.JobState`.
+    FAILURE_WORDS:
+        The batch system's words for why a job failed (a native state such as ``OUT_OF_MEMORY`` or a
+        word of the status reason such as ``TERM_RUNLIMIT``) → the reason of
+        :class:`~containerbatch.resubmit.Reason` (used by :meth:`classify_failure`).
+    SETTINGS:
+        Settings the plugin declares (:func:`containerbatch.settings.plugin_setting`), each named
+        ``<name>_…``; they join the one settings table when the plugin loads.
+    TRANSIENT_MARKERS:
+        Output fragments that mean "ask again later" (controller busy or down, timeouts).
+    default_poll_interval:
+        Seconds between status queries unless ``poll_interval`` is set.
+    submit_file_name:
+        The file :meth:`submit_file` is written to in the job folder, if the batch system takes one.
     """
 
     name: ClassVar[str] = ""
     commands: ClassVar[tuple[str, ...]] = ()
     DOCS_URL: ClassVar[str] = ""
     STATE_MAP: ClassVar[Mapping[str, JobState]] = {}
+    FAILURE_WORDS: ClassVar[Mapping[str, Reason]] = {}
+    SETTINGS: ClassVar[tuple[Setting, ...]] = ()
     default_poll_interval: ClassVar[float] = 30.0
-    #: output fragments that mean "ask again later" (controller down, timeouts)
     TRANSIENT_MARKERS: ClassVar[tuple[str, ...]] = ()
-    #: whether the job script carries directives (``#SBATCH``…) or a submit file is rendered
     submit_file_name: ClassVar[str | None] = None
 
     def __init__(self, settings: Mapping[str, object] | None = None) -> None:
         self.settings = dict(settings or {})
         self.timeout = float(self.settings.get("command_timeout") or 60.0)  # type: ignore[arg-type]
 
-    # -- pure parts, per scheduler -------------------------------------
+    # -- what every plugin writes -----------------------------------------
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec.script_path``; return the job id.  Raise :class:`~containerbatch.errors.SubmitError`
+        (``transient=True`` when retrying may help) when the batch system refuses."""
+
+    @abc.abstractmethod
+    def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """States of ``job_ids``, all asked at once; an id the batch system no longer knows is absent
+        (never an exception).  Raise :class:`~containerbatch.errors.StatusQueryError` when it cannot be asked."""
+
+    @abc.abstractmethod
+    def kill(self, job_ids: Sequence[str]) -> None:
+        """Cancel ``job_ids`` with as few calls as possible; jobs that already ended are not an error."""
+
+    # -- hooks with defaults ---------------------------------------------
     def directives(self, spec: JobSpec) -> list[str]:
-        """Header lines of job.sh (``#SBATCH …``), already quoted."""
+        """Header lines of job.sh (``#SBATCH …``), values quoted by :func:`containerbatch.helpers.directive_quote`."""
         return []
 
     def submit_file(self, spec: JobSpec) -> str | None:
         """Text of a separate submit description (HTCondor), if the scheduler uses one."""
         return None
 
-    def check(self, spec: JobSpec) -> None:
+    def check(self, spec: JobSpec) -> None:  # noqa: B027 (optional hook)
         """Raise ConfigError for settings this batch system cannot carry (called before anything is submitted)."""
 
     def runs_container(self, spec: JobSpec) -> bool:
         """Whether the batch system itself starts the container (then job.sh runs the plain runner)."""
         return False
 
-    def release_argv(self, job_ids: Sequence[str]) -> list[str] | None:
-        """argv that releases held jobs, where the batch system has holds."""
-        return None
+    def attach(self, job_id: str, script_path: str) -> None:  # noqa: B027 (optional hook)
+        """Adopt a job an earlier submitter started (after a restart, or for ``containerbatch kill``), so that
+        :meth:`query` and :meth:`kill` know it.  Schedulers that ask the batch system by id need nothing."""
 
     def release(self, job_ids: Sequence[str]) -> None:
-        argv = self.release_argv(job_ids)
-        if argv is None:
-            raise SchedulerError(f"{self.name} has no way to release held jobs")
-        self._run(argv)
+        """Release held jobs (``held_action = release``)."""
+        raise SchedulerError(f"{self.name} has no way to release held jobs")
 
-    def submit_argv(self, spec: JobSpec) -> list[str]:
-        raise NotImplementedError
-
-    def parse_submit(self, result: CommandResult) -> str:
-        raise NotImplementedError
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        raise NotImplementedError
-
-    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """States of the jobs the scheduler still lists; missing ids are absent."""
-        raise NotImplementedError
-
-    def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+    def probe_argv(self) -> list[str] | None:
+        """A cheap command that must reach the batch system's daemons (``doctor``); None: no such check."""
         return None
 
-    def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        return {}
+    def classify_failure(self, status: JobStatus) -> tuple[Reason, str] | None:
+        """Why a job failed, in the batch system's own words, or None when they say nothing specific.
 
-    def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
-        raise NotImplementedError
+        The default looks the native state and every word of the status reason up in ``FAILURE_WORDS``.
+        The core then falls back on what every job shows (exit codes, the runner's result file).
+        """
+        words = [status.native.upper(), *status.reason.upper().replace(":", " ").split()]
+        for word in words:
+            if word in self.FAILURE_WORDS:
+                return self.FAILURE_WORDS[word], describe(status)
+        return None
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this host can submit (for doctor and auto-detection)."""
+        missing = [c for c in self.commands if shutil.which(c) is None]
+        if missing:
+            return False, f"missing {', '.join(missing)} on PATH"
+        return True, ", ".join(shutil.which(c) or c for c in self.commands)
+
+    def native_states(self) -> list[str]:
+        return sorted(self.STATE_MAP)
 
     def map_state(self, native: str, exit_code: int | None = None, reason: str = "") -> JobStatus:
         """Native state → JobStatus; an unmapped state is UNKNOWN with a warning, never an exception."""
@@ -160,10 +209,65 @@ class Scheduler:
             state = JobState.UNKNOWN
         return JobStatus(state, native, exit_code, reason)
 
-    # -- composed operations -------------------------------------------
     def _run(self, argv: Sequence[str], stdin: str | None = None) -> CommandResult:
+        """The one seam to the batch system's commands: argument lists, a timeout every time."""
         return run_command(argv, self.timeout, stdin)
 
+
+def describe(status: JobStatus) -> str:
+    """``NATIVE: reason`` of a status, for failure details."""
+    return f"{status.native}{': ' + status.reason if status.reason else ''}"
+
+
+class Scheduler(BaseScheduler):
+    """A batch system driven by commands: subclasses build argv and parse text, this class runs them.
+
+    Write ``submit_argv``/``parse_submit``, ``status_argv``/``parse_status`` and ``kill_argv`` (and
+    optionally ``history_argv``/``parse_history`` for jobs that left the queue, ``release_argv``,
+    ``harmless_kill_error``); :meth:`submit`, :meth:`query` and :meth:`kill` compose them, one command
+    per call for all the jobs asked about.  Parsers are pure functions of a :class:`CommandResult`, so
+    they are tested on captured output.
+    """
+
+    # -- pure parts, per scheduler -------------------------------------
+    @abc.abstractmethod
+    def submit_argv(self, spec: JobSpec) -> list[str]:
+        """The submit command for ``spec`` (its job script is ``spec.script_path``)."""
+
+    @abc.abstractmethod
+    def parse_submit(self, result: CommandResult) -> str:
+        """The job id in the submit command's output; :func:`submit_error` when there is none."""
+
+    @abc.abstractmethod
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        """ONE command that asks about all ``job_ids``."""
+
+    @abc.abstractmethod
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """States of the jobs the scheduler still lists; missing ids are absent."""
+
+    def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        """ONE command asking the accounting/history about jobs gone from the queue; None: no history."""
+        return None
+
+    def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return {}
+
+    @abc.abstractmethod
+    def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
+        """ONE command cancelling all ``job_ids``."""
+
+    def release_argv(self, job_ids: Sequence[str]) -> list[str] | None:
+        """argv that releases held jobs, where the batch system has holds."""
+        return None
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        argv = self.release_argv(job_ids)
+        if argv is None:
+            raise SchedulerError(f"{self.name} has no way to release held jobs")
+        self._run(argv)
+
+    # -- composed operations -------------------------------------------
     def submit(self, spec: JobSpec) -> str:
         """Submit the job script of ``spec``; returns the job id."""
         argv = self.submit_argv(spec)
@@ -279,17 +383,9 @@ class Scheduler:
         """Whether a failed kill only says the jobs had ended already (such messages differ per scheduler)."""
         return False
 
-    def available(self) -> tuple[bool, str]:
-        """Whether this host can submit (for doctor and auto-detection)."""
-        import shutil
 
-        missing = [c for c in self.commands if shutil.which(c) is None]
-        if missing:
-            return False, f"missing {', '.join(missing)} on PATH"
-        return True, ", ".join(shutil.which(c) or c for c in self.commands)
-
-    def native_states(self) -> list[str]:
-        return sorted(self.STATE_MAP)
+#: the name the contract documentation uses for a command-driven scheduler
+CommandScheduler = Scheduler
 
 
 def submit_error(

@@ -16,12 +16,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 
-from containerbatch.errors import ConfigError
+from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
-from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.resubmit import Reason
+from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
@@ -50,6 +52,17 @@ _TRANSIENT = (
     "timed out",
     "Connection refused",
 )
+#: HoldReasonCode → reason (https://htcondor.readthedocs.io/en/latest/codes-other-values/hold-reason-codes.html)
+HOLD_CODES: dict[str, Reason] = {
+    "1": Reason.CANCELLED,  # held by user
+    "6": Reason.IMAGE_ERROR,  # failed to create process
+    "21": Reason.OUT_OF_MEMORY,  # job exceeded memory limit (cgroup)
+    "34": Reason.OUT_OF_MEMORY,  # memory usage exceeded request_memory
+    "35": Reason.IMAGE_ERROR,  # invalid docker image
+    "45": Reason.IMAGE_ERROR,  # singularity test failed
+    "46": Reason.WALLTIME,  # job duration exceeded
+    "47": Reason.WALLTIME,  # job execute duration exceeded
+}
 _NOT_FOUND = re.compile(r"not found|Couldn't find/remove all jobs|already been marked for removal")
 _MACRO = re.compile(r"\$(?=[A-Za-z0-9_]*[(\[])")  # a $ that condor_submit would expand
 _UNWRITABLE = re.compile(r"\$\$[A-Za-z0-9_]*[(\[]|\$\(DOLLAR\)", re.I)  # match-time $$( refs; the escape itself
@@ -67,6 +80,7 @@ _OWN_KEYS = {
     "batch_name",
     "queue",
     "container_image",
+    "transfer_container",
     "should_transfer_files",
     "transfer_input_files",
     "when_to_transfer_output",
@@ -140,14 +154,67 @@ class HTCondorScheduler(Scheduler):
         return self.container_mode(spec) != "wrap" and spec.runtime != "host"
 
     def container_image(self, spec: JobSpec) -> str:
+        """The image as the node finds it: ``docker://`` for a Docker name, a local file as an absolute path."""
         image = spec.image or ""
         if spec.runtime in ("docker", "podman") and "://" not in image:
             return f"docker://{image}"
+        if "://" not in image and not image.startswith("docker-daemon:"):
+            return os.path.normpath(os.path.join(spec.working_dir, os.path.expanduser(image)))
         return image
 
     def check(self, spec: JobSpec) -> None:
         if spec.staged:
             self.check_staged(spec)
+        if self.runs_container(spec):
+            self.check_pool(spec)
+
+    def pool_requirement(self, spec: JobSpec) -> tuple[str, str]:
+        """(constraint on the slot ads, what the pool must offer) for a mode where HTCondor starts the container."""
+        mode, image = self.container_mode(spec), self.container_image(spec)
+        if mode == "attribute":
+            return (
+                "HasSingularity =?= true",
+                "slots that advertise HasSingularity (Apptainer/Singularity on the execute nodes), configured with "
+                "SINGULARITY_JOB = !isUndefined(TARGET.SingularityImage) and SINGULARITY_IMAGE_EXPR = "
+                "TARGET.SingularityImage (else +SingularityImage is ignored and the job would run on the bare node)",
+            )
+        if image.startswith("docker://"):
+            return (
+                "HasDocker =?= true || HasSingularity =?= true",
+                "slots that advertise HasDocker or HasSingularity (a container runtime on the execute nodes)",
+            )
+        if not os.path.isdir(image):
+            return (
+                "HasSingularity =?= true && HasSIF =?= true",
+                "slots that advertise HasSingularity and HasSIF (Apptainer/Singularity that runs SIF files)",
+            )
+        return "HasSingularity =?= true", "slots that advertise HasSingularity (Apptainer/Singularity)"
+
+    def check_pool(self, spec: JobSpec) -> None:
+        """Ask the pool once (``condor_status -constraint``) whether any slot can start the task's container."""
+        constraint, needs = self.pool_requirement(spec)
+        checked: dict[str, str | None] = self.__dict__.setdefault("_pool_checked", {})
+        if constraint not in checked:
+            argv = ["condor_status", "-constraint", constraint, "-af", "Name"]
+            try:
+                result = self._run(argv)
+            except ContainerBatchError as exc:
+                result = CommandResult(tuple(argv), -1, "", str(exc))
+            if result.exit_code != 0:
+                checked[constraint] = f"condor_status failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}"
+            elif not result.stdout.strip():
+                checked[constraint] = f"no slot matches {constraint!r}"
+            else:
+                checked[constraint] = None
+        problem = checked[constraint]
+        if problem:
+            raise ConfigError(
+                f"htcondor_container_mode {self.container_mode(spec)!r} needs {needs}; this pool has none "
+                f"({problem}). Ask the pool's admins, or use htcondor_container_mode 'wrap' (job.sh starts "
+                "the container itself)",
+                setting="htcondor_container_mode",
+                task=spec.task_id,
+            )
 
     def check_staged(self, spec: JobSpec) -> None:
         """``transfer_files`` needs job.sh to start the container (it binds the scratch folder at the
@@ -181,13 +248,16 @@ class HTCondorScheduler(Scheduler):
         mode = self.container_mode(spec)
         if self.runs_container(spec) and mode == "universe":
             entries += [("universe", "container"), ("container_image", _value(self.container_image(spec), "image"))]
+            if not spec.staged:  # shared filesystem: the node reads the image where it is (else it is refused)
+                entries.append(("transfer_container", "false"))
         else:
             entries.append(("universe", "vanilla"))
         if self.runs_container(spec) and mode == "attribute":
-            entries.append(("+SingularityImage", classad_string(_value(spec.image or "", "image"))))
+            entries.append(("+SingularityImage", classad_string(_value(self.container_image(spec), "image"))))
         entries += [
             ("initialdir", _value(job_dir, "job directory")),
-            ("executable", "job.sh"),
+            # condor_submit resolves a relative executable against its own working directory, not initialdir
+            ("executable", _value(spec.script_path, "job script path")),
             ("output", _value(spec.stdout_path, "stdout path")),
             ("error", _value(spec.stderr_path, "stderr path")),
             ("log", _value(f"{job_dir}/condor.log", "log path")),
@@ -328,3 +398,14 @@ class HTCondorScheduler(Scheduler):
 
     def harmless_kill_error(self, result: CommandResult) -> bool:
         return all(_NOT_FOUND.search(line) for line in result.stderr.splitlines() if line.strip())
+
+    def probe_argv(self) -> list[str]:
+        return ["condor_q", "-totals"]
+
+    def classify_failure(self, status: JobStatus) -> tuple[Reason, str] | None:
+        """A held job: its HoldReasonCode (in ``reason``, or the native word of a bare observation)."""
+        if status.state != JobState.HELD:
+            return None
+        found = re.search(r"HoldReasonCode (\d+)", status.reason)
+        code = found.group(1) if found else status.native
+        return (HOLD_CODES[code], describe(status)) if code in HOLD_CODES else None

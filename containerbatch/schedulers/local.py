@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from containerbatch.errors import SubmitError
-from containerbatch.schedulers.base import Scheduler
+from containerbatch.schedulers.base import BaseScheduler
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
 
 
-class LocalScheduler(Scheduler):
+class LocalScheduler(BaseScheduler):
     """Runs each job on the submitting machine; status from the processes themselves."""
 
     name = "local"
@@ -33,6 +33,7 @@ class LocalScheduler(Scheduler):
         self._scripts: dict[str, str] = {}
 
     def submit_argv(self, spec: JobSpec) -> list[str]:
+        """The process started for ``spec``."""
         return ["/bin/bash", spec.script_path]
 
     def submit(self, spec: JobSpec) -> str:
@@ -63,6 +64,8 @@ class LocalScheduler(Scheduler):
             proc = self._procs.get(job_id)
             if proc is not None:
                 code = proc.poll()
+                if code is not None and code < 0:
+                    code = 128 - code  # killed by a signal: the shell's view (SIGTERM: 143), as job.sh reports it
                 if code is None:
                     states[job_id] = JobStatus(JobState.RUNNING, "running")
                 else:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
+import shlex
 from collections.abc import Sequence
 
+from containerbatch import helpers
 from containerbatch.errors import StatusQueryError
+from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -61,18 +63,26 @@ _SUBMIT_FIXES = (
     ),
 )
 _CANCELLED = ("TERM_OWNER", "TERM_ADMIN", "TERM_FORCE_OWNER", "TERM_FORCE_ADMIN")
-_UNITS = {"KB": 1024, "MB": 1, "GB": 1 / 1024}
+#: LSF's exit reasons (https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=bjobs-job-exit-reasons)
+FAILURE_WORDS: dict[str, Reason] = {
+    "TERM_MEMLIMIT": Reason.OUT_OF_MEMORY,
+    "TERM_RUNLIMIT": Reason.WALLTIME,
+    "TERM_CPULIMIT": Reason.WALLTIME,
+    "TERM_PREEMPT": Reason.PREEMPTED,
+    "TERM_OWNER": Reason.CANCELLED,
+    "TERM_ADMIN": Reason.CANCELLED,
+    "TERM_FORCE_OWNER": Reason.CANCELLED,
+    "TERM_FORCE_ADMIN": Reason.CANCELLED,
+    "TERM_HOST": Reason.NODE_FAILURE,
+    "TERM_LOAD": Reason.NODE_FAILURE,
+    "TERM_ZOMBIE": Reason.NODE_FAILURE,
+    "TERM_REMOVE_HUNG_JOB": Reason.NODE_FAILURE,  # the host stopped answering; LSF removed the job
+    "TERM_REQUEUE_ADMIN": Reason.PREEMPTED,
+    "TERM_REQUEUE_OWNER": Reason.PREEMPTED,
+}
 
-
-def lsf_duration(seconds: int) -> str:
-    """``-W`` value: whole minutes rounded up, as ``[h:]m``.
-
-    >>> lsf_duration(59), lsf_duration(3600), lsf_duration(5430)
-    ('1', '1:00', '1:31')
-    """
-    minutes = -(-seconds // 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}" if hours else str(minutes)
+#: ``-W`` value: whole minutes rounded up, as ``[h:]m``
+lsf_duration = helpers.hours_minutes
 
 
 def _quiet(text: str) -> bool:
@@ -88,6 +98,7 @@ class LSFScheduler(Scheduler):
     # https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states
     DOCS_URL = "https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states"
     TRANSIENT_MARKERS = _TRANSIENT
+    FAILURE_WORDS = FAILURE_WORDS
     STATE_MAP = {
         "PEND": JobState.PENDING,  # waiting in a queue to be scheduled
         "PROV": JobState.PENDING,  # dispatched to a host that is still being provisioned
@@ -113,27 +124,31 @@ class LSFScheduler(Scheduler):
     def submit_argv(self, spec: JobSpec) -> list[str]:
         res = spec.resources
         # brackets in -J would make an array job
-        argv = ["bsub", "-J", re.sub(r"[\[\]]", "_", spec.job_name), "-o", spec.stdout_path, "-e", spec.stderr_path]
-        if res.queue:
-            argv += ["-q", res.queue]
-        if res.account:
-            argv += ["-P", res.account]
-        if res.walltime_s:
-            argv += ["-W", lsf_duration(res.walltime_s)]
-        if res.cpus:
-            argv += ["-n", str(res.cpus)]
-        select = ["span[hosts=1]"] if res.cpus and res.cpus > 1 else []  # one task: its slots on one host
+        name = helpers.job_name(spec.job_name, forbidden=r"\[\]", max_length=4094)
+        argv = ["bsub", "-J", name, "-o", spec.stdout_path, "-e", spec.stderr_path]
+        amount = None
         if res.memory_mb:
-            unit = str(spec.settings.get("lsf_memory_unit") or "MB").upper()
-            amount = str(max(1, math.ceil(res.memory_mb * _UNITS.get(unit, 1))))
-            select.insert(0, f"rusage[mem={amount}]")
-            argv += ["-M", amount]
+            amount = helpers.memory_in(res.memory_mb, str(spec.settings.get("lsf_memory_unit") or "MB"))
+        argv += helpers.map_resources(
+            res,
+            self.name,
+            ignore=("disk_mb", "gpus"),
+            queue="-q {}",
+            account="-P {}",
+            walltime_s=lambda s: ["-W", lsf_duration(s)],
+            cpus="-n {}",
+            memory_mb=lambda _: ["-M", str(amount)],
+        )
+        select = [f"rusage[mem={amount}]"] if amount else []
+        if res.cpus and res.cpus > 1:
+            select.append("span[hosts=1]")  # one task: its slots on one host
         if select:
             argv += ["-R", " ".join(select)]
         if res.gpus:
             argv += ["-gpu", f"num={res.gpus}"]
         argv += [str(a) for a in spec.settings.get("lsf_extra_args") or []]
-        return [*argv, spec.script_path]
+        # LSF runs the command through a shell on the node: a path with blanks must be quoted for it
+        return [*argv, shlex.quote(spec.script_path)]
 
     def parse_submit(self, result: CommandResult) -> str:
         match = _SUBMITTED.search(result.stdout)
@@ -284,3 +299,6 @@ class LSFScheduler(Scheduler):
 
     def harmless_kill_error(self, result: CommandResult) -> bool:
         return _quiet(result.stderr)  # "Job has already finished", "No matching job found"
+
+    def probe_argv(self) -> list[str]:
+        return ["lsid"]

@@ -22,7 +22,9 @@ import logging
 import re
 from collections.abc import Sequence
 
+from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
+from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -73,21 +75,26 @@ _SUBMIT_FIXES = (
     (r"time limit", "the walltime exceeds the partition's limit: `sinfo -o '%P %l'`; lower resources walltime"),
 )
 _TRANSIENT = ("Socket timed out", "Unable to contact slurm controller", "temporarily unable", "Connection refused")
-_SAFE = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
+#: Slurm's words for why a job failed (native states; see STATE_MAP's link)
+FAILURE_WORDS: dict[str, Reason] = {
+    "OUT_OF_MEMORY": Reason.OUT_OF_MEMORY,
+    "OOM": Reason.OUT_OF_MEMORY,
+    "TIMEOUT": Reason.WALLTIME,
+    "DEADLINE": Reason.WALLTIME,
+    "NODE_FAIL": Reason.NODE_FAILURE,
+    "BOOT_FAIL": Reason.NODE_FAILURE,
+    "PREEMPTED": Reason.PREEMPTED,
+    "CANCELLED": Reason.CANCELLED,
+}
 
 
 def directive_quote(value: object) -> str:
-    """Quote one word for an ``#SBATCH`` line (sbatch's own parser, not a shell).
+    """Quote one word for an ``#SBATCH`` line (:func:`containerbatch.helpers.directive_quote`).
 
     >>> directive_quote("--mem=4M"), directive_quote('--comment=a "b" #c')
     ('--mem=4M', '"--comment=a \\\\"b\\\\" #c"')
     """
-    text = str(value)
-    if any(c in text for c in "\n\r\0"):
-        raise ConfigError(f"{text!r} contains a line break, which an #SBATCH line cannot hold", setting="slurm")
-    if _SAFE.fullmatch(text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return helpers.directive_quote(value, "#SBATCH", setting="slurm")
 
 
 def format_walltime(seconds: int) -> str:
@@ -96,11 +103,7 @@ def format_walltime(seconds: int) -> str:
     >>> format_walltime(5400), format_walltime(93600)
     ('1:30:00', '1-02:00:00')
     """
-    if seconds <= 0:
-        raise ConfigError(f"walltime must be positive, not {seconds} s", setting="resources")
-    days, rest = divmod(int(seconds), 86400)
-    text = f"{rest // 3600}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
-    return f"{days}-{text.zfill(8)}" if days else text
+    return helpers.hms(seconds, days=True)
 
 
 def _log_path(path: str) -> str:
@@ -157,6 +160,7 @@ class SlurmScheduler(Scheduler):
     DOCS_URL = "https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES"
     TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = STATE_MAP
+    FAILURE_WORDS = FAILURE_WORDS
     default_poll_interval = 30.0
 
     def __init__(self, settings: dict[str, object] | None = None) -> None:
@@ -166,37 +170,24 @@ class SlurmScheduler(Scheduler):
 
     # -- submission -----------------------------------------------------------
     def directives(self, spec: JobSpec) -> list[str]:
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.job_name)[:128] or "containerbatch"
         opts = [
-            f"--job-name={name}",
+            f"--job-name={helpers.job_name(spec.job_name, max_length=128)}",
             f"--output={_log_path(spec.stdout_path)}",
             f"--error={_log_path(spec.stderr_path)}",
             f"--chdir={spec.working_dir}",
         ]
-        res = spec.resources
-        if res.memory_mb is not None:
-            opts.append(f"--mem={res.memory_mb}M")
-        if res.cpus is not None:
-            opts.append(f"--cpus-per-task={res.cpus}")
-        if res.walltime_s is not None:
-            opts.append(f"--time={format_walltime(res.walltime_s)}")
-        if res.gpus:
-            opts.append(f"--gres=gpu:{res.gpus}")
-        if res.disk_mb is not None:
-            opts.append(f"--tmp={res.disk_mb}M")
-        if res.queue:
-            opts.append(f"--partition={res.queue}")
-        if res.account:
-            opts.append(f"--account={res.account}")
-        for extra in spec.settings.get("slurm_extra_args") or []:
-            if not str(extra).startswith("-"):
-                raise ConfigError(
-                    f"{extra!r} is not an sbatch option; each item must start with '-' "
-                    "(e.g. '--qos=long' or '--constraint=avx2')",
-                    setting="slurm_extra_args",
-                    task=spec.task_id,
-                )
-            opts.append(str(extra))
+        opts += helpers.map_resources(
+            spec.resources,
+            self.name,
+            memory_mb="--mem={}M",
+            cpus="--cpus-per-task={}",
+            walltime_s=lambda s: f"--time={format_walltime(s)}",
+            gpus="--gres=gpu:{}",
+            disk_mb="--tmp={}M",
+            queue="--partition={}",
+            account="--account={}",
+        )
+        opts += helpers.extra_args(spec, "slurm_extra_args", "sbatch")
         return [f"#SBATCH {directive_quote(o)}" for o in opts]
 
     def submit_argv(self, spec: JobSpec) -> list[str]:
@@ -306,6 +297,9 @@ class SlurmScheduler(Scheduler):
 
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["scancel", *job_ids]
+
+    def probe_argv(self) -> list[str]:
+        return ["sinfo", "--noheader", "--format=%P %a"]
 
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["scontrol", "release", ",".join(job_ids)]

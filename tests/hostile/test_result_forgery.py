@@ -30,7 +30,7 @@ class Attack(luigi.Task):
         return luigi.LocalTarget(os.path.join(HERE, "results", "attack.txt"))
 
     def run(self):
-        job_dir = sys.argv[-1]
+        job_dir = os.environ["CONTAINERBATCH_JOB_DIR"]
         info = json.load(open(os.path.join(job_dir, "task.json")))
         result = {"task_id": info["task_id"], "attempt": info["attempt"], "status": "new_deps", "started": 1.0}
         if self.how == "planted":
@@ -91,7 +91,7 @@ class Forge(luigi.Task):
         return luigi.LocalTarget(os.path.join(HERE, "results", "forge.txt"))
 
     def run(self):
-        job_dir = sys.argv[-1]
+        job_dir = os.environ["CONTAINERBATCH_JOB_DIR"]
         info = json.load(open(os.path.join(job_dir, "task.json")))
         path = os.path.join(job_dir, "result.json")
         ok = {"task_id": info["task_id"], "attempt": info["attempt"], "status": "success"}
@@ -160,7 +160,7 @@ class Edit(luigi.Task):
         return luigi.LocalTarget(os.path.join(HERE, "results", "edit.txt"))
 
     def run(self):
-        path = os.path.join(sys.argv[-1], "task.json")
+        path = os.path.join(os.environ["CONTAINERBATCH_JOB_DIR"], "task.json")
         info = json.load(open(path))
         info["absent_outputs"] = [self.victim, os.path.join(HERE, "wf.py")]
         json.dump(info, open(path, "w"))

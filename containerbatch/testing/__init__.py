@@ -1,0 +1,23 @@
+"""The plugin test kit: contract tests a scheduler plugin's suite subclasses, and fake-tool machinery.
+
+::
+
+    # tests/test_contract.py of a plugin
+    from containerbatch.testing import SchedulerContract
+
+    class TestMine(SchedulerContract):
+        scheduler = "mine"          # the entry-point name
+
+Every test of :class:`SchedulerContract` then runs against the plugin: submit, query in bulk, kill,
+re-attach from a fresh instance, every state mapped, failure reasons, hostile values and hostile
+output, and three end-to-end runs of the ``containerbatch`` CLI.  Hooks (class attributes and
+methods) say where the batch system's commands are (a fake's ``bin`` folder, wrappers) and what it
+can show.  :mod:`containerbatch.testing.fakes` holds the machinery to write a small fake of a batch
+system's commands (file-locked state, a call log, jobs run as real processes).
+
+Needs pytest (the kit is imported by test suites only).
+"""
+
+from containerbatch.testing.contract import Harness, SchedulerContract
+
+__all__ = ["Harness", "SchedulerContract"]

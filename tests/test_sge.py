@@ -1,0 +1,151 @@
+"""Grid Engine scheduler: argv and parsers on captured output (tests/fixtures/sge, see its README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from containerbatch.errors import ConfigError, StatusQueryError, SubmitError
+from containerbatch.resubmit import Reason, classify
+from containerbatch.schedulers.base import CommandResult
+from containerbatch.schedulers.sge import SGEScheduler
+from containerbatch.spec import JobSpec, Resources
+from containerbatch.states import JobState
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sge"
+
+
+def fixture(name: str) -> tuple[str, int]:
+    text = (FIXTURES / name).read_text()
+    if "\nrc=" in "\n" + text:
+        body, _, rc = text.rpartition("rc=")
+        return body, int(rc)
+    return text, 0
+
+
+def result(name: str, argv: tuple[str, ...] = ("qstat", "-xml"), stream: str = "stdout") -> CommandResult:
+    text, code = fixture(name)
+    return CommandResult(argv, code, text if stream == "stdout" else "", text if stream == "stderr" else "")
+
+
+def spec(tmp_path: Path, **changes) -> JobSpec:
+    values = dict(
+        run_id="r1",
+        task_id="T_1",
+        task_family="T",
+        task_module="wf",
+        module_file=str(tmp_path / "wf.py"),
+        params={},
+        attempt=1,
+        batch_system="sge",
+        runtime="host",
+        image=None,
+        working_dir=str(tmp_path),
+        result_dir=str(tmp_path / "results"),
+        log_dir=str(tmp_path / "logs"),
+        state_dir=str(tmp_path / ".cb"),
+        job_dir=str(tmp_path / "logs" / "T" / "attempt-1"),
+        marker_path=str(tmp_path / ".cb" / "m"),
+        job_name="0cb-r1-T x/y",
+        executable=("python3",),
+        settings={"sge_pe": "smp", "sge_memory_resource": "h_vmem", "sge_gpu_resource": "gpu"},
+    )
+    values.update(changes)
+    return JobSpec(**values)
+
+
+def test_submit_argv(tmp_path):
+    res = Resources(memory_mb=4096, cpus=4, walltime_s=5400, gpus=1, queue="short.q", account="proj")
+    argv = SGEScheduler().submit_argv(spec(tmp_path, resources=res))
+    assert argv[:4] == ["qsub", "-terse", "-N", "j0cb-r1-T_x_y"]
+    joined = " ".join(argv)
+    for part in (
+        "-S /bin/bash",
+        "-q short.q",
+        "-A proj",
+        "-l h_rt=1:30:00",
+        "-pe smp 4",
+        "-l h_vmem=1024M",
+        "-l gpu=1",
+    ):
+        assert part in joined, part
+    assert argv[-1].endswith("/job.sh")
+
+
+def test_settings_choose_the_parallel_environment_and_complexes(tmp_path):
+    settings = {"sge_pe": "mpi", "sge_memory_resource": "mem_free", "sge_extra_args": ["-P", "x"]}
+    argv = SGEScheduler().submit_argv(spec(tmp_path, resources=Resources(memory_mb=1000, cpus=3), settings=settings))
+    joined = " ".join(argv)
+    assert "-pe mpi 3" in joined and "-l mem_free=334M" in joined
+    with pytest.raises(ConfigError, match="must start with a qsub option"):
+        SGEScheduler().submit_argv(spec(tmp_path, settings={"sge_extra_args": ["P"]}))
+
+
+@pytest.mark.parametrize("folder", ["a:b", "a$JOB_ID"])
+def test_log_paths_grid_engine_would_reinterpret_are_refused(tmp_path, folder):
+    with pytest.raises(ConfigError, match="host:path"):
+        SGEScheduler().check(spec(tmp_path, job_dir=str(tmp_path / folder / "attempt-1")))
+
+
+def test_parse_submit():
+    sge = SGEScheduler()
+    assert sge.parse_submit(result("qsub_terse.txt", ("qsub",))) == fixture("qsub_terse.txt")[0].strip()
+    assert sge.parse_submit(CommandResult(("qsub",), 0, "7.1-3:1\n", "")) == "7"
+    with pytest.raises(SubmitError) as info:
+        sge.parse_submit(result("qsub_refused.txt", ("qsub",), stream="stderr"))
+    assert not info.value.transient
+    text = "error: commlib error: got select error (Connection refused)\nunable to contact qmaster"
+    with pytest.raises(SubmitError) as info:
+        sge.parse_submit(CommandResult(("qsub",), 1, "", text))
+    assert info.value.transient
+
+
+def test_parse_status():
+    states = SGEScheduler().parse_status(result("qstat_xml_running_held_pending.xml"), ["22", "23", "24", "25", "9"])
+    assert {k: v.state for k, v in states.items()} == {
+        "22": JobState.RUNNING,
+        "23": JobState.RUNNING,
+        "24": JobState.HELD,
+        "25": JobState.PENDING,
+    }
+    assert SGEScheduler().parse_status(result("qstat_xml_empty.xml"), ["1"]) == {}
+    error = SGEScheduler().parse_status(
+        CommandResult(
+            ("qstat",),
+            0,
+            "<job_info><job_list><JB_job_number>5</JB_job_number><state>Eqw</state></job_list></job_info>",
+            "",
+        ),
+        ["5"],
+    )
+    assert error["5"].state is JobState.HELD and "qmod -cj" in error["5"].reason
+    with pytest.raises(StatusQueryError):
+        SGEScheduler().parse_status(CommandResult(("qstat",), 0, "<job_info><job", ""), ["1"])
+
+
+@pytest.mark.parametrize(
+    "name,state,code,reason",
+    [
+        ("qacct_ok.txt", JobState.COMPLETED, 0, None),
+        ("qacct_exit3.txt", JobState.FAILED, 3, None),
+        ("qacct_h_rt.txt", JobState.TIMEOUT, 137, Reason.WALLTIME),
+        ("qacct_qdel.txt", JobState.CANCELLED, 137, Reason.CANCELLED),
+    ],
+)
+def test_parse_history_and_reasons(name, state, code, reason):
+    sge = SGEScheduler()
+    job_id = next(line.split()[1] for line in fixture(name)[0].splitlines() if line.startswith("jobnumber"))
+    status = sge.parse_history(result(name, ("qacct", "-j", job_id)), [job_id])[job_id]
+    assert (status.state, status.exit_code) == (state, code)
+    said = sge.classify_failure(status)
+    assert (said[0] if said else None) is reason
+    if reason is not None:
+        assert classify(None, status, code, scheduler=sge).reason is reason
+
+
+def test_unknown_job_is_absent_not_an_error():
+    sge = SGEScheduler()
+    assert sge.parse_history(result("qacct_unknown.txt", ("qacct", "-j", "99999"), stream="stderr"), ["99999"]) == {}
+    assert sge.harmless_kill_error(result("qdel_unknown.txt", ("qdel", "99999"), stream="stderr"))
+    assert sge.harmless_kill_error(result("qdel_running.txt", ("qdel", "23")))
