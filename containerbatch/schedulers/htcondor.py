@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from containerbatch.errors import ConfigError, ContainerBatchError
+from containerbatch.errors import ConfigError, ContainerBatchError, SubmitError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
 from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
@@ -320,11 +320,13 @@ class HTCondorScheduler(Scheduler):
         return []
 
     def array_submit_file(self, spec: JobSpec, count: int) -> str:
+        executable = f"executable = {_value(spec.script_path, 'job script path')}"
+        array = f"executable = {_value(f'{spec.job_dir}/array.sh', 'array script path')}"
         lines = [
-            "executable = array.sh" if line == "executable = job.sh" else line
-            for line in self.submit_file(spec).splitlines()
-            if line != "queue"
+            array if line == executable else line for line in self.submit_file(spec).splitlines() if line != "queue"
         ]
+        if array not in lines:
+            raise SubmitError("the submit description names no executable line to point at the array script")
         return "\n".join([*lines, "arguments = $(Process)", f"queue {count}", ""])
 
     def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
