@@ -226,8 +226,8 @@ class Batcher:
         if len(specs) > 1 and array > 1 and scheduler.supports_arrays:
             try:
                 ids = self._submit_array(scheduler, specs)
-            except ContainerBatchError as exc:
-                self._refused(procs, exc)
+            except (OSError, ContainerBatchError) as exc:
+                self._refused(procs, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
                 return
             for job, job_id in zip(jobs, ids, strict=True):
                 self._submitted(job, job_id)
