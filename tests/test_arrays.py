@@ -236,7 +236,20 @@ def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims):  # noqa: 
     (work / "naps.py").write_text(NAPS)
     (work / "settings.json").write_text(json.dumps({"max_array_size": 10, "runtime": "host"}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "containerbatch", "run", "naps.py", "Naps", "--n", "4", "--seconds", "120"],
+        [
+            sys.executable,
+            "-m",
+            "containerbatch",
+            "run",
+            "naps.py",
+            "Naps",
+            "--n",
+            "4",
+            "--seconds",
+            "120",
+            "--workers",
+            "5",
+        ],
         cwd=work,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
