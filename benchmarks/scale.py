@@ -131,6 +131,8 @@ STUB = """#!/bin/sh
 # stands in for "python -m containerbatch.runner JOBDIR": the submitter is what is measured
 tid=$(sed -n 's/^ *"task_id": \\(".*"\\),\\{0,1\\}$/\\1/p' "$3/task.json")
 att=$(sed -n 's/^ *"attempt": \\([0-9]*\\),\\{0,1\\}$/\\1/p' "$3/task.json")
+i=$(sed -n 's/^ *"i": "\\([0-9]*\\)"$/\\1/p' "$3/task.json")
+if [ -n "$i" ]; then : > "results/t_$i.txt"; fi  # the task's output: the submit side checks it is there
 printf '{"status": "success", "task_id": %s, "attempt": %s}' "$tid" "$att" > "$3/result.json"
 """
 
@@ -256,6 +258,8 @@ def local_many(n: int, stub: bool, timeout: float) -> dict[str, object]:
         row.update(json.loads((folder / "self-usage.json").read_text()))
     except (OSError, ValueError):
         row["ok"] = 0.0
+    if not row["ok"]:
+        print((folder / "submitter.log").read_text()[-3000:], file=sys.stderr)
     shutil.rmtree(folder, ignore_errors=True)
     label = "local, payload stubbed, one job per task" if stub else "local, tasks_per_job=100, real runner"
     return {"case": label, "n": n, **row, "cpu_ms_per_task": 1000 * row["cpu"] / n}
