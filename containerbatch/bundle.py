@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from importlib.metadata import Distribution, PackageNotFoundError, distribution
 from pathlib import Path
@@ -24,13 +25,22 @@ import containerbatch
 log = logging.getLogger(__name__)
 
 ROOTS = ("luigi",)
+#: shipped too when the submitting process uses them (their workflows import them on the node)
+OPTIONAL_ROOTS = ("b2luigi",)
 _SKIP_SUFFIXES = (".so", ".pyd", ".pyc", ".dylib")
+#: files of a distribution's metadata that the bundle keeps (b2luigi asks importlib.metadata for its version)
+_METADATA = ("METADATA", "entry_points.txt", "top_level.txt")
 
 
-def _closure(roots: tuple[str, ...] = ROOTS) -> list[Distribution]:
+def roots() -> tuple[str, ...]:
+    """luigi, and b2luigi when this process imported it."""
+    return ROOTS + tuple(r for r in OPTIONAL_ROOTS if r in sys.modules)
+
+
+def _closure(names: tuple[str, ...] | None = None) -> list[Distribution]:
     env = default_environment()
     seen: dict[str, Distribution] = {}
-    todo = list(roots)
+    todo = list(roots() if names is None else names)
     while todo:
         name = todo.pop()
         key = name.lower().replace("_", "-")
@@ -87,9 +97,11 @@ def ensure_bundle(state_dir: str | os.PathLike[str]) -> str:
                 if (
                     not parts
                     or parts[0] == ".."
-                    or parts[0].endswith((".dist-info", ".egg-info"))
+                    or (parts[0].endswith((".dist-info", ".egg-info")) and parts[-1] not in _METADATA)
                     or "__pycache__" in parts
                     or str(file).endswith(_SKIP_SUFFIXES)
+                    or ".so." in parts[-1]  # versioned shared libraries (xrootd.libs/libXrdCl.so.3)
+                    or parts[0].endswith(".libs")
                 ):
                     continue
                 source = Path(str(dist.locate_file(file)))

@@ -22,6 +22,7 @@ GROUP_TITLES = {
     "polling": "Polling",
     "scheduler": "Batch systems",
     "resubmission": "Resubmission",
+    "output": "Output of containerbatch run",
 }
 
 HEADER = f"""\

@@ -19,10 +19,14 @@ scratch folder (HTCondor brings both back; see :mod:`containerbatch.staging`).
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 
+from containerbatch.errors import ConfigError
 from containerbatch.spec import SCRATCH, STAGE_ROOT, JobSpec
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 #: file names of a staged job (HTCondor transfer_files) in the node's scratch folder and the job directory
 STAGE_IN = "stage-in.tar.gz"
@@ -38,6 +42,17 @@ def q(value: str) -> str:
     return '"$cb_scratch"'.join(shlex.quote(part) if part else "" for part in text.split(SCRATCH))
 
 
+def render_env(exports: Mapping[str, str]) -> str:
+    """``export NAME=value`` lines (values quoted) for job.sh to source; a name that is not an identifier is
+    a ConfigError (it would be shell code)."""
+    for key in exports:
+        if not _NAME.fullmatch(key):
+            raise ConfigError(
+                f"environment variable name {key!r} is not a valid name (letters, digits, _)", setting="env"
+            )
+    return "".join(f"export {key}={q(value)}\n" for key, value in exports.items())
+
+
 def join(argv: Sequence[str]) -> str:
     return " ".join(q(a) for a in argv)
 
@@ -50,8 +65,13 @@ def render(
     stop_command: Sequence[str] | None = None,
     exports: Mapping[str, str] | None = None,
     epilogue: Sequence[tuple[Sequence[str], str | None]] = (),
+    env_file: str | None = None,
 ) -> str:
-    """Return the text of job.sh for ``spec`` running ``command``."""
+    """Return the text of job.sh for ``spec`` running ``command``.
+
+    With ``env_file`` (a path on the node), ``exports`` are not written into the script, which the batch
+    system may show to anyone: the script sources that file (mode 0600, see :func:`render_env`) instead.
+    """
     lines = ["#!/bin/bash"]
     lines += list(directives)
     lines += [
@@ -107,8 +127,10 @@ def render(
         ]
     if spec.env_script:
         lines.append(f"source {q(spec.env_script)} || {{ echo 'containerbatch: env_script failed' >&2; cb_finish 2; }}")
-    for key, value in (exports or {}).items():
-        lines.append(f"export {key}={q(value)}")
+    if exports and env_file:
+        lines.append(f"source {q(env_file)} || {{ echo 'containerbatch: no environment file' >&2; cb_finish 2; }}")
+    else:
+        lines += render_env(exports or {}).splitlines()
     stop = join(stop_command) + " >/dev/null 2>&1; " if stop_command else ""
     lines += [
         # a cancelled job says so, so that its end is not taken for a failure of the task

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: states an attempt ends in; nothing moves it back to a live state
-ENDED_STATES = ("done", "failed", "cancelled", "new_deps")
+from containerbatch.errors import ConfigError
+from containerbatch.states import ACTIVE_STATES, ENDED_STATES, AttemptState
+
+__all__ = ["ACTIVE_STATES", "ENDED_STATES", "AttemptRow", "Journal"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     started REAL,
     ended REAL,
     updated REAL NOT NULL,
+    absent_outputs TEXT,
     PRIMARY KEY (task_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id);
@@ -74,19 +77,77 @@ class AttemptRow:
     started: float | None
     ended: float | None
     updated: float
+    #: the task's outputs that did not exist when the attempt was submitted (the submit side's own record)
+    absent_outputs: tuple[str, ...] = ()
+
+
+#: the schema version this code writes (``PRAGMA user_version``); older journals are upgraded in place
+SCHEMA_VERSION = 2
+#: columns added after version 1, with their SQL type
+_ADDED_COLUMNS = {"absent_outputs": "TEXT"}
 
 
 class Journal:
-    """SQLite journal at ``path``; safe to share between threads of one process."""
+    """SQLite journal at ``path``; safe to share between threads of one process.
 
-    def __init__(self, path: str | Path) -> None:
+    Raises
+    ------
+    ConfigError
+        When the file is not a journal (corrupt), stays locked, or was written by a newer containerbatch.
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=timeout, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the journal {self.path}: {exc}; check the state_dir setting") from None
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise ConfigError(self._explain(exc)) from None
+        except ConfigError:
+            self._db.close()
+            raise
+
+    def _explain(self, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return (
+                f"the journal {self.path} is locked by another process ({text}); wait for it to finish, or stop it "
+                "(`containerbatch status` shows the runs)"
+            )
+        return (
+            f"the journal {self.path} cannot be read ({text}): it is damaged or not a containerbatch journal. "
+            f"Move it aside (`mv {self.path} {self.path}.broken`); containerbatch then starts a new one, and "
+            "tasks whose outputs exist are not run again"
+        )
+
+    def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"the journal {self.path} was written by a newer containerbatch (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade containerbatch, or use another state_dir"
+            )
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(attempts)")}
+        required = {"run_id", "task_id", "attempt", "state", "job_dir", "marker_path"}
+        if not required <= columns:
+            raise ConfigError(
+                f"the journal {self.path} has a table 'attempts' without the columns {sorted(required - columns)}: "
+                f"it is not a containerbatch journal. Move it aside (`mv {self.path} {self.path}.old`)"
+            )
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
+        if version < SCHEMA_VERSION:
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -121,16 +182,19 @@ class Journal:
         scheduler: str,
         runtime: str,
         image: str | None,
-        job_id: str,
+        job_id: str | None,
         job_dir: str,
         marker_path: str,
+        state: str = AttemptState.SUBMITTED.value,
+        absent_outputs: tuple[str, ...] | list[str] = (),
     ) -> None:
+        """Record an attempt: ``submitting`` (no job id yet) before the submit command, else ``submitted``."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO attempts (run_id, task_id, task_family, params, attempt, scheduler, runtime,"
-                " image, job_id, job_dir, marker_path, state, submitted, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?)",
+                " image, job_id, job_dir, marker_path, state, submitted, updated, absent_outputs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     task_id,
@@ -143,8 +207,27 @@ class Journal:
                     job_id,
                     job_dir,
                     marker_path,
+                    state,
                     now,
                     now,
+                    json.dumps(list(absent_outputs)),
+                ),
+            )
+
+    def set_job_id(self, task_id: str, attempt: int, job_id: str) -> None:
+        """The scheduler accepted the attempt recorded as ``submitting``: it is ``submitted`` as ``job_id``."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE attempts SET job_id = ?, state = ?, submitted = ?, updated = ?"
+                " WHERE task_id = ? AND attempt = ? AND state = ?",
+                (
+                    job_id,
+                    AttemptState.SUBMITTED.value,
+                    time.time(),
+                    time.time(),
+                    task_id,
+                    attempt,
+                    AttemptState.SUBMITTING.value,
                 ),
             )
 
@@ -180,7 +263,8 @@ class Journal:
         for row in rows:
             data = dict(zip(names, row, strict=True))
             data["params"] = json.loads(data["params"])
-            result.append(AttemptRow(**data))
+            data["absent_outputs"] = _paths(data.get("absent_outputs"))
+            result.append(AttemptRow(**{k: v for k, v in data.items() if k in _ROW_FIELDS}))
         return result
 
     def attempts(self, run_id: str | None = None) -> list[AttemptRow]:
@@ -207,3 +291,14 @@ class Journal:
         """One attempt of one task, as it is now."""
         rows = self._rows("SELECT * FROM attempts WHERE task_id = ? AND attempt = ?", (task_id, attempt))
         return rows[0] if rows else None
+
+
+_ROW_FIELDS = frozenset(AttemptRow.__dataclass_fields__)
+
+
+def _paths(text: Any) -> tuple[str, ...]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return ()
+    return tuple(p for p in value if isinstance(p, str)) if isinstance(value, list) else ()

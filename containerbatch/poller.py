@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from containerbatch.errors import SchedulerError
+from containerbatch.jobfiles import read_small
 from containerbatch.schedulers.base import Scheduler
 from containerbatch.states import JobState, JobStatus
 
@@ -190,10 +191,13 @@ class Poller:
                     self._marker_found(job)
 
     def _marker_found(self, job: TrackedJob) -> None:
+        # a node may put anything in the marker's place: never block on a FIFO, never follow a link
+        text = read_small(job.marker_path, 64)
         try:
-            with open(job.marker_path) as handle:
-                code = int(handle.read().strip() or "-1")
-        except (OSError, ValueError):
+            code = int((text or "").strip() or "-1")
+        except ValueError:
+            code = -1
+        if not -1 <= code <= 65535:  # not an exit code
             code = -1
         with self._lock:
             job.ended_code = code
@@ -251,7 +255,7 @@ class Poller:
         try:
             states = self._retrying(scheduler, jobs)(scheduler.query, ids)
             self.queries += 1
-        except SchedulerError as exc:
+        except Exception as exc:  # noqa: BLE001 - SchedulerError, or a plugin that raised anything: back off
             log.error(
                 "%s status query keeps failing; %d job(s) are UNKNOWN until it answers: %s",
                 scheduler.name,

@@ -10,7 +10,6 @@ after walltime, both capped).
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -20,26 +19,11 @@ from typing import Any
 from tenacity import RetryCallState, stop_after_attempt, wait_exponential
 
 from containerbatch.spec import JobSpec, Resources, parse_duration, parse_memory
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
+
+__all__ = ["INFRASTRUCTURE", "Failure", "Reason", "ResubmitPolicy", "classify", "policy_from_settings"]
 
 log = logging.getLogger(__name__)
-
-
-class Reason(str, enum.Enum):
-    """Why an attempt failed."""
-
-    TASK_ERROR = "task_error"  # the task's own code raised
-    OUT_OF_MEMORY = "out_of_memory"
-    WALLTIME = "walltime"
-    NODE_FAILURE = "node_failure"
-    PREEMPTED = "preempted"
-    LOST = "lost"  # gone from queue and history without a result
-    IMAGE_ERROR = "image_error"  # the container could not start the runner
-    SUBMIT_ERROR = "submit_error"
-    CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: reasons that are the infrastructure's, retried by default
@@ -131,6 +115,13 @@ def classify(
             return Failure(said[0], said[1], exit_code)
     if exit_code is not None and exit_code in (143, 130, 129) or status.native == "cancelled":
         return Failure(Reason.CANCELLED, f"the job was terminated by a signal (exit {exit_code})", exit_code)
+    if result is None and exit_code in _CRASH_SIGNALS:
+        return Failure(
+            Reason.TASK_ERROR,
+            f"the task crashed with {_CRASH_SIGNALS[exit_code]} (exit {exit_code}) before it could write its result; "
+            "see stderr (a crash in compiled code the task calls is not retried)",
+            exit_code,
+        )
     if status.state == JobState.FAILED and exit_code is None:
         return Failure(Reason.NODE_FAILURE, _explain(status) or "the job failed without exit code", exit_code)
     return Failure(Reason.LOST, f"the job ended (exit {exit_code}) without writing its result file", exit_code)
@@ -170,6 +161,9 @@ def _runtime_says(runtime: Any, exit_code: int, stderr_tail: str) -> tuple[Reaso
 def _explain(status: JobStatus) -> str:
     return f"{status.native}{': ' + status.reason if status.reason else ''}"
 
+
+#: exit 128+N of a process killed by a crash signal: the task's own fault, not the infrastructure's
+_CRASH_SIGNALS = {132: "SIGILL", 133: "SIGTRAP", 134: "SIGABRT", 135: "SIGBUS", 136: "SIGFPE", 139: "SIGSEGV"}
 
 _MISSING_MODULE = re.compile(r"No module named '?(containerbatch|luigi)[.'\s]")
 

@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING, Any
 import luigi
 from luigi.task import flatten
 
-from containerbatch import jobscript, plugins
-from containerbatch.errors import ConfigError, SchedulerError
+from containerbatch import jobfiles, jobscript, plugins
+from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerError
+from containerbatch.jobfiles import ENV_FILE
 from containerbatch.journal import Journal
 from containerbatch.poller import Poller
 from containerbatch.runtimes.base import Runtime
 from containerbatch.schedulers.base import Scheduler
 from containerbatch.settings import SettingsResolver
 from containerbatch.spec import JobSpec, build_spec
+from containerbatch.states import ACTIVE_STATES, AttemptState, Reason
 
 if TYPE_CHECKING:
     from containerbatch.worker import JobProcess
@@ -59,6 +61,12 @@ class Run:
         self.planned: list[JobSpec] = []  # tasks that will run, from preflight (for progress displays)
         self.processes_configured = False  # poller set from the settings of the first job
         self.cancelled_total = 0
+        #: per scheduler (id): until when (monotonic) not to ask it why a job ended, after it failed to answer
+        self.why_silent_until: dict[int, float] = {}
+        #: written into every task.json; the runner applies it before importing the workflow
+        self.node_context: dict[str, Any] = {"argv": list(sys.argv)}
+        self.dynamic_rounds: dict[str, tuple[int, int]] = {}  # task id -> (rounds, rounds with deps complete here)
+        self._warned_outside: set[str] = set()
 
     # -- plugins -------------------------------------------------------------
     def scheduler(self, values: dict[str, Any]) -> Scheduler:
@@ -77,10 +85,13 @@ class Run:
             return self._schedulers[key]
 
     def runtime(self, name: str, values: dict[str, Any]) -> Runtime:
+        """The runtime ``name`` with the settings of ``values`` (one per distinct set: a task's own
+        docker_binary, apptainer_binary… are its own)."""
+        key = json.dumps([name, {k: v for k, v in values.items() if _runtime_setting(k)}], sort_keys=True, default=str)
         with self._lock:
-            if name not in self._runtimes:
-                self._runtimes[name] = plugins.runtimes.get(name)(values)
-            return self._runtimes[name]
+            if key not in self._runtimes:
+                self._runtimes[key] = plugins.runtimes.get(name)(values)
+            return self._runtimes[key]
 
     def journal(self, state_dir: str) -> Journal:
         with self._lock:
@@ -128,8 +139,24 @@ class Run:
             stop_command=runtime.stop_command(spec),
             exports=runtime.exports(spec),
             epilogue=runtime.epilogue(spec),
+            env_file=os.path.join(spec.node_path(spec.job_dir), ENV_FILE),
         )
         return script, command, scheduler.submit_file(spec)
+
+    def private_files(self, spec: JobSpec) -> dict[str, str]:
+        """The files of ``spec``'s job folder that only the user may read (0600): the environment job.sh
+        sources, and what the runtime reads (Docker's --env-file)."""
+        scheduler = self.scheduler(dict(spec.settings))
+        runtime: Runtime
+        if scheduler.runs_container(spec):
+            runtime = _InsideContainer(dict(spec.settings))
+        else:
+            runtime = self.runtime(spec.runtime, dict(spec.settings))
+        files = dict(runtime.private_files(spec))
+        exports = runtime.exports(spec)
+        if exports:
+            files[ENV_FILE] = jobscript.render_env(exports)
+        return files
 
     def preflight(self, tasks: Iterable[luigi.Task]) -> list[JobSpec]:
         """Validate settings, images and schedulers of every task that will run; raise ConfigError."""
@@ -138,9 +165,25 @@ class Run:
             if _is_external(task):
                 continue
             spec = self.spec_for(task, with_bundle=False)  # settings and resources are valid
-            self.reconcile(spec)
-            if task.complete():
+            try:
+                outputs = jobfiles.output_paths(task)
+                self.reconcile(spec, outputs)
+            except ContainerBatchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the workflow's own code: output() raised
+                raise ConfigError(
+                    f"{type(exc).__name__} in output() of {task.task_id}: {exc}; fix the workflow "
+                    "(nothing was submitted)",
+                    task=task.task_id,
+                ) from exc
+            try:
+                complete = task.complete()
+            except Exception as exc:  # noqa: BLE001 - luigi reports the task as failed, cleanly; nothing submitted
+                log.error("%s: complete() raised %s: %s", spec.task_id, type(exc).__name__, exc)
                 continue
+            if complete:
+                continue
+            self._warn_outside_binds(task, spec)
             scheduler = self.scheduler(dict(spec.settings))
             ok, detail = scheduler.available()
             if not ok:
@@ -166,43 +209,70 @@ class Run:
         self.planned = specs
         return specs
 
-    def reconcile(self, spec: JobSpec) -> None:
+    def _warn_outside_binds(self, task: luigi.Task, spec: JobSpec) -> None:
+        """Outputs a container cannot bring back: LocalTarget paths outside every folder bound into it."""
+        from containerbatch.worker import output_paths, outside_binds
+
+        try:
+            paths = output_paths(task)
+        except Exception:
+            return
+        outside = [p for p in outside_binds(spec, paths) if p not in self._warned_outside]
+        if outside:
+            self._warned_outside.update(outside)
+            log.warning(
+                "%s writes %s, outside the folders bound into its container (%s): the file would stay in the "
+                "container and the task fail with outputs_missing. Write under %s, or add the folder to binds.",
+                spec.task_id,
+                ", ".join(outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else ""),
+                spec.runtime,
+                spec.working_dir,
+            )
+
+    def reconcile(self, spec: JobSpec, outputs: Iterable[str] = ()) -> None:
         """Record in the journal how jobs of an earlier submitter ended while nobody watched.
 
-        Only the job's own files are read (result.json, exit_code); a job still
-        running is left for JobProcess to re-attach.
+        Only the job's own files are read (result.json through the validating reader, the marker); a job
+        still running is left for JobProcess to re-attach.
         """
         state_db = Path(spec.state_dir) / "journal.sqlite"
         if not state_db.exists():
             return
         journal = self.journal(spec.state_dir)
         row = journal.latest(spec.task_id)
-        if row is None or row.state not in ACTIVE_STATES or not os.path.exists(row.marker_path):
+        if row is None or row.state not in ACTIVE_STATES or not os.path.lexists(row.marker_path):
             return
-        if spec.staged and not (Path(row.job_dir) / "result.json").exists():
-            from dataclasses import replace
+        from dataclasses import replace
 
+        attempt_spec = replace(spec, job_dir=row.job_dir, attempt=row.attempt)
+        if spec.staged and not os.path.lexists(attempt_spec.result_path):
             from containerbatch.staging import unpack_outputs
 
-            unpack_outputs(replace(spec, job_dir=row.job_dir))
+            unpack_outputs(attempt_spec, outputs=outputs)
+        reason = None
         try:
-            result = json.loads((Path(row.job_dir) / "result.json").read_text())
-        except (OSError, ValueError):
-            result = {}
+            result = jobfiles.read_result(attempt_spec.result_path, task_id=spec.task_id, attempt=row.attempt)
+        except jobfiles.BadResult as exc:
+            log.error("%s: the result of attempt %d is refused: %s", spec.task_id, row.attempt, exc)
+            result, reason = None, Reason.BAD_RESULT.value
         try:
-            code: int | None = int(Path(row.marker_path).read_text().strip())
-        except (OSError, ValueError):
+            code: int | None = int((jobfiles.read_small(row.marker_path, 64) or "").strip())
+        except ValueError:
             code = None
-        state = {"success": "done", "new_deps": "new_deps"}.get(result.get("status", ""), "failed")
+        if code is not None and not -1 <= code <= 65535:
+            code = None
+        status = result.status if result is not None else ""
+        state = {"success": AttemptState.DONE, "new_deps": AttemptState.NEW_DEPS}.get(status, AttemptState.FAILED)
         journal.update(
             spec.task_id,
             row.attempt,
-            state=state,
+            state=state.value,
+            reason=reason,
             exit_code=code,
-            started=result.get("started"),
-            ended=result.get("finished") or time.time(),
+            started=result.started if result is not None else None,
+            ended=(result.finished if result is not None else None) or time.time(),
         )
-        log.info("%s: attempt %d ended while no submitter watched (%s)", spec.task_id, row.attempt, state)
+        log.info("%s: attempt %d ended while no submitter watched (%s)", spec.task_id, row.attempt, state.value)
 
     # -- cancel ----------------------------------------------------------------
     def cancel_all(self) -> int:
@@ -250,6 +320,12 @@ class _InsideContainer(Runtime):
         return self.container_env(spec)
 
 
+def _runtime_setting(name: str) -> bool:
+    """Settings a runtime object may read when it is made (the rest are read per spec)."""
+    engines = ("docker", "podman", "apptainer", "singularity")
+    return name.endswith(("_binary", "_extra_args")) or name.startswith(engines)
+
+
 def _is_external(task: luigi.Task) -> bool:
     return task.run is None or task.run == NotImplemented
 
@@ -265,6 +341,3 @@ def walk(tasks: Iterable[luigi.Task]) -> Iterator[luigi.Task]:
         seen.add(task.task_id)
         yield task
         todo.extend(flatten(task.requires()))
-
-
-ACTIVE_STATES = ("submitted", "queued", "running", "held", "unknown")

@@ -56,6 +56,77 @@ def load_workflow(info):
     return module
 
 
+def apply_context(info, job_dir):
+    """Make the node see what the submitting script saw: its command line and its b2luigi settings.
+
+    The workflow is imported here without its ``__main__`` block, so settings set there (and settings files
+    the node cannot find) reach b2luigi through ``B2LUIGI_SETTINGS_JSON``, a file b2luigi reads instead of
+    its settings.json files.
+    """
+    if isinstance(info.get("argv"), list) and info["argv"]:
+        sys.argv = [str(a) for a in info["argv"]]
+    b2settings = info.get("b2luigi_settings")
+    if isinstance(b2settings, dict):
+        path = os.path.join(job_dir, "b2luigi_settings.json")
+        write_json_atomic(path, b2settings)
+        os.environ["B2LUIGI_SETTINGS_JSON"] = path
+        for name in ("XRootD.client.flags", "webdav3.client"):
+            _placeholder_if_missing(name)
+
+
+class _Unavailable:
+    """Stands for a class of a compiled module the image lacks; fails only when used."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(
+            "%s is not available in this image (b2luigi imports it for remote targets): install it in the image"
+            % self._name
+        )
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Unavailable("%s.%s" % (self._name, attr))
+
+
+def _placeholder_if_missing(dotted):
+    """b2luigi imports XRootD and webdav3 (compiled parts: not in the runner bundle) at import time."""
+    import types
+
+    try:
+        importlib.import_module(dotted)
+        return
+    except ImportError:
+        pass
+    top = dotted.split(".")[0]
+    for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+        del sys.modules[key]
+    parts = dotted.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        module = types.ModuleType(name)
+        module.__path__ = []
+        module.__getattr__ = lambda attr, _n=name: _Unavailable("%s.%s" % (_n, attr))
+        sys.modules[name] = module
+        if i > 1:
+            setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], module)
+
+
+def make_output_folders(task):
+    """Create the parent folders of the task's local outputs, as b2luigi does before run()."""
+    from luigi import LocalTarget
+    from luigi.task import flatten
+
+    for target in flatten(task.output()):
+        if isinstance(target, LocalTarget):
+            parent = os.path.dirname(os.path.abspath(target.path))
+            if parent and not os.path.isdir(parent):
+                os.makedirs(parent, exist_ok=True)
+
+
 def rebuild_task(info):
     load_workflow(info)
     from luigi.task_register import Register
@@ -84,6 +155,7 @@ def run_task(task, info):
     missing = [dep.task_id for dep in task.deps() if not dep.complete()]
     if missing:
         raise RuntimeError("unfulfilled dependencies at run time: %s" % ", ".join(missing))
+    make_output_folders(task)
     result = task.run()
     if result is None or not hasattr(result, "send"):
         return "success", [], ""
@@ -121,9 +193,13 @@ def main(argv=None):
         "uid": os.getuid(),
         "started": started,
     }
+    if isinstance(info.get("umask"), int):
+        os.umask(info["umask"] & 0o777)  # files the task makes follow the submitting user's umask
     os.chdir(info["working_dir"])
     exit_code = 0
     try:
+        os.environ["CONTAINERBATCH_JOB_DIR"] = job_dir  # sys.argv becomes the submitter's command line
+        apply_context(info, job_dir)
         task = rebuild_task(info)
     except BaseException as exc:  # report everything, including SystemExit from the workflow
         traceback.print_exc()

@@ -17,7 +17,11 @@ too (a workflow file may call :func:`set_setting` at module level).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
+import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from containerbatch.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CONTAINERBATCH_"
 SETTINGS_FILE = "settings.json"
@@ -121,6 +127,7 @@ REASONS = (
     "image_error",
     "submit_error",
     "cancelled",
+    "outputs_missing",
 )
 
 
@@ -157,6 +164,26 @@ def _choice(*choices: str) -> Callable[[Any], str]:
         return text
 
     return convert
+
+
+def detect_batch_system() -> str:
+    """b2luigi's ``auto``: the batch system whose submit command is on PATH (LSF, HTCondor, Slurm), else local."""
+    for binary, name in (("bsub", "lsf"), ("condor_submit", "htcondor"), ("sbatch", "slurm")):
+        if shutil.which(binary):
+            return name
+    return "local"
+
+
+def _batch_system(value: Any) -> str:
+    text = _as_str(value)
+    if text == "auto":
+        return detect_batch_system()
+    if text in ("gbasf2", "custom"):
+        raise TypeError(
+            f"b2luigi's batch system {text!r} has no equivalent in containerbatch: run these tasks with b2luigi "
+            "itself, or choose local, slurm, lsf or htcondor"
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -223,7 +250,12 @@ DEFINITIONS: dict[str, Setting] = {
     s.name: s
     for s in [
         _s(
-            "batch_system", _as_str, "local", "str", "Where jobs run: local, slurm, lsf, htcondor (or a plugin's name)."
+            "batch_system",
+            _batch_system,
+            "local",
+            "str",
+            "Where jobs run: local, slurm, lsf, htcondor (or a plugin's name), or auto (as in b2luigi: LSF, HTCondor "
+            "or Slurm, whichever submit command is on PATH, else local; the default under containerbatch.b2luigi).",
         ),
         _s(
             "image",
@@ -463,7 +495,17 @@ DEFINITIONS: dict[str, Setting] = {
             ["out_of_memory", "walltime", "node_failure", "preempted", "lost", "submit_error"],
             "list[str]",
             "Failure reasons that are resubmitted: task_error, out_of_memory, walltime, node_failure, preempted, "
-            "lost, image_error, submit_error, cancelled.",
+            "lost, image_error, submit_error, cancelled, outputs_missing.",
+            "resubmission",
+        ),
+        _s(
+            "max_dynamic_rounds",
+            _as_int,
+            100,
+            "int",
+            "Rounds of new dynamic requirements (yield in run()) a task may ask for before it is stopped with "
+            "outputs_missing (0: no limit). A task asking again and again for requirements that are complete on "
+            "the submit host is stopped after 3 rounds whatever this says.",
             "resubmission",
         ),
         _s(
@@ -483,6 +525,24 @@ DEFINITIONS: dict[str, Setting] = {
             "Upper limits for the built-in hook that doubles memory after out_of_memory and walltime after "
             'walltime, e.g. {"memory": "64GB", "walltime": "48h"}.',
             "resubmission",
+        ),
+        _s(
+            "progress_interval",
+            _as_float,
+            30.0,
+            "float",
+            "containerbatch run without a terminal (a log file, CI), runs of more than progress_threshold tasks: "
+            "seconds between summary lines (failures and retries still get a line each).",
+            "output",
+        ),
+        _s(
+            "progress_threshold",
+            _as_int,
+            50,
+            "int",
+            "containerbatch run without a terminal: up to this many tasks, one line per state change; more, a "
+            "summary line every progress_interval seconds.",
+            "output",
         ),
     ]
 }
@@ -534,22 +594,96 @@ def _with_plugins(name: str | None = None) -> None:
         plugins.load_settings()
 
 
-# Settings of b2luigi that have no meaning here; a b2luigi settings.json may
-# carry them, and they are accepted and ignored.
-B2LUIGI_ONLY = frozenset(
+# -- b2luigi compatibility ----------------------------------------------------
+# A b2luigi settings.json, set_setting() and task attributes carry over: keys
+# with an equivalent here are translated (below), keys b2luigi itself reads on
+# the node take effect there (containerbatch.b2luigi sends them along), the
+# rest are accepted with one warning, and any other key is a custom setting
+# that get_setting() returns.
+
+#: b2luigi key -> the setting here it becomes (when that one is not set itself)
+B2LUIGI_TRANSLATED = {
+    "apptainer_image": "image",
+    "apptainer_mounts": "binds",
+    "apptainer_additional_params": "apptainer_extra_args",
+    "apptainer_cmd": "apptainer_binary",
+    "slurm_settings": "slurm_extra_args",
+    "queue": "resources",
+    "job_slots": "resources",
+}
+#: b2luigi keys that b2luigi's own code reads (output paths, targets, temporary files): they take effect
+#: through b2luigi, on the submit host and on the node
+B2LUIGI_OWN = frozenset(
     {
-        "gbasf2_input_dataset",
-        "gbasf2_release",
-        "gbasf2_print_status_updates",
-        "add_filename_to_path",
         "use_parameter_name_in_output",
-        "filename",
+        "parameter_separator",
         "scratch_dir",
+        "n_download_threads",
+        "default_task_target_class",
+        "target_class_kwargs",
+        "max_event",
+        "_dispatch_local_execution",
     }
 )
+#: b2luigi keys of its own batch machinery, which containerbatch replaces: accepted, with one warning
+B2LUIGI_NO_EFFECT = {
+    "task_file_dir": "job files go to log_dir/<family>/<task>/attempt-N",
+    "shell": "job scripts are bash",
+    "executable_prefix": "the container command is built by the runtime; see `containerbatch show`",
+    "add_filename_to_cmd": "the node runs the task through containerbatch's runner, not the script",
+    "task_cmd_additional_args": "the node runs the task through containerbatch's runner, not the script",
+    "apptainer_mount_defaults": "working, result and log folders are always bound",
+    "gbasf2_input_dataset": "gbasf2 is not a batch system here",
+    "gbasf2_release": "gbasf2 is not a batch system here",
+    "gbasf2_print_status_updates": "gbasf2 is not a batch system here",
+    "gbasf2_max_retries": "gbasf2 is not a batch system here",
+    "gbasf2_proxy_group": "gbasf2 is not a batch system here",
+    "gbasf2_project_name_prefix": "gbasf2 is not a batch system here",
+    "gbasf2_download_dir": "gbasf2 is not a batch system here",
+}
+#: every key b2luigi documents or reads
+B2LUIGI_KEYS = frozenset(
+    {n for n in DEFINITIONS if n in {"batch_system", "job_name", "env_script", "env", "executable", "working_dir"}}
+    | {"result_dir", "log_dir", "transfer_files", "htcondor_settings"}
+    | set(B2LUIGI_TRANSLATED)
+    | B2LUIGI_OWN
+    | set(B2LUIGI_NO_EFFECT)
+)
+#: dict settings that merge as b2luigi merges them: the global value (set_setting, environment, file),
+#: updated by the task's own
+MERGED = frozenset({"htcondor_settings", "slurm_settings"})
+# kept for callers of the earlier name
+B2LUIGI_ONLY = frozenset(B2LUIGI_NO_EFFECT) | B2LUIGI_OWN
 
 _set_settings: dict[str, Any] = {}
 _lock = threading.Lock()
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    with _lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning("%s", message)
+
+
+def note_custom(name: str, where: str) -> None:
+    """A key that is no setting here: b2luigi's without effect (one warning), a likely typo (one warning),
+    or a custom setting (get_setting returns it)."""
+    if name in DEFINITIONS or name in B2LUIGI_OWN or name in B2LUIGI_TRANSLATED:
+        return
+    if name in B2LUIGI_NO_EFFECT:
+        _warn_once(
+            name, f"b2luigi setting {name!r} ({where}) has no effect with containerbatch: {B2LUIGI_NO_EFFECT[name]}"
+        )
+        return
+    close = get_close_matches(name, DEFINITIONS, n=1, cutoff=0.8)
+    if close:
+        _warn_once(
+            name,
+            f"{name!r} ({where}) is no containerbatch setting; kept as a custom setting. Did you mean {close[0]!r}?",
+        )
 
 
 def _unknown(name: str, where: str, task: str | None = None) -> ConfigError:
@@ -559,10 +693,15 @@ def _unknown(name: str, where: str, task: str | None = None) -> ConfigError:
 
 
 def set_setting(name: str, value: Any) -> None:
-    """Set a setting for every task of this process (below task attributes)."""
+    """Set a setting for every task of this process (below task attributes).
+
+    Any name is accepted, as in b2luigi: names that are no setting here are custom settings that
+    :func:`get_setting` returns (a name close to a setting's gets a warning).
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a setting's name is a non-empty string, not {name!r}")
     _with_plugins(name)
-    if name not in DEFINITIONS:
-        raise _unknown(name, "set_setting()")
+    note_custom(name, "set_setting()")
     with _lock:
         _set_settings[name] = value
 
@@ -571,6 +710,13 @@ def clear_setting(name: str) -> None:
     """Forget a value given with :func:`set_setting`."""
     with _lock:
         _set_settings.pop(name, None)
+
+
+def _b2luigi_globals() -> Mapping[str, Any]:
+    """What ``b2luigi.set_setting`` set in this process (b2luigi loaded or not)."""
+    module = sys.modules.get("b2luigi.core.settings")
+    found = getattr(module, "_current_global_settings", None)
+    return found if isinstance(found, dict) else {}
 
 
 def _settings_files(start: Path) -> list[Path]:
@@ -582,10 +728,20 @@ def _settings_files(start: Path) -> list[Path]:
     return found
 
 
-def load_settings_files(start: Path | None = None) -> dict[str, tuple[Any, str]]:
-    """Merge every settings.json from ``start`` upwards; the nearest wins per key."""
+def load_settings_files(
+    start: Path | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, tuple[Any, str]]:
+    """Merge every settings.json from ``start`` upwards; the nearest wins per key.
+
+    As in b2luigi, ``B2LUIGI_SETTINGS_JSON`` names the one file to read instead.
+    """
     merged: dict[str, tuple[Any, str]] = {}
-    for path in reversed(_settings_files((start or Path.cwd()).resolve())):
+    environ = os.environ if environ is None else environ
+    if environ.get("B2LUIGI_SETTINGS_JSON"):
+        files = [Path(environ["B2LUIGI_SETTINGS_JSON"])]
+    else:
+        files = list(reversed(_settings_files((start or Path.cwd()).resolve())))
+    for path in files:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -593,12 +749,9 @@ def load_settings_files(start: Path | None = None) -> dict[str, tuple[Any, str]]
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a JSON object of setting names to values.")
         for key, value in data.items():
-            if key in B2LUIGI_ONLY and key not in DEFINITIONS:
-                continue
-            _with_plugins(key)
-            if key not in DEFINITIONS:
-                raise _unknown(key, str(path))
-            merged[key] = (value, str(path))
+            _with_plugins(str(key))
+            note_custom(str(key), str(path))
+            merged[str(key)] = (value, str(path))
     return merged
 
 
@@ -630,25 +783,34 @@ class SettingsResolver:
     ----------
     start:
         Where to start looking for settings.json (default: current directory).
+    environ:
+        The environment (default: ``os.environ``).
+    defaults:
+        Defaults that replace the built-in ones (``containerbatch.b2luigi`` uses ``batch_system: auto``).
     """
 
     start: Path | None = None
     environ: Mapping[str, str] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
     _files: dict[str, tuple[Any, str]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         environ = dict(os.environ if self.environ is None else self.environ)
         check_environment(environ)
         self.environ = environ
-        self._files = load_settings_files(self.start)
+        self._files = load_settings_files(self.start, environ)
 
     def resolve(self, name: str, task: Any = None) -> Resolved:
         """Find ``name`` for ``task`` along the lookup chain and validate it."""
         _with_plugins(name)
         definition = DEFINITIONS.get(name)
         if definition is None:
-            raise _unknown(name, "get_setting()", _task_name(task))
+            raw, source = self.lookup(name, task)
+            return Resolved(name, None if raw is _UNSET else raw, source)
         raw, source = self._raw(definition, task)
+        if name in MERGED and source == "task":
+            raw, source = self._merged(name, task, raw)
+        raw, source = self._translate(name, task, raw, source)
         if raw is None and definition.default is None:
             return Resolved(name, None, source)
         try:
@@ -657,8 +819,9 @@ class SettingsResolver:
             raise ConfigError(f"bad value from {source}: {exc}", setting=name, task=_task_name(task)) from None
         return Resolved(name, value, source)
 
-    def _raw(self, definition: Setting, task: Any) -> tuple[Any, str]:
-        name = definition.name
+    def lookup(self, name: str, task: Any = None) -> tuple[Any, str]:
+        """Any key (custom or b2luigi's) along the chain without validation: (value, source), or
+        (an unset marker, "default")."""
         if task is not None and hasattr(task, name):
             attr = getattr(task, name)
             if not callable(attr):
@@ -666,17 +829,85 @@ class SettingsResolver:
         with _lock:
             if name in _set_settings:
                 return _set_settings[name], "set_setting"
+        b2globals = _b2luigi_globals()
+        if name in b2globals:
+            return b2globals[name], "b2luigi.set_setting"
         assert self.environ is not None
-        if definition.env_var in self.environ:
-            return self.environ[definition.env_var], f"environment {definition.env_var}"
+        env_var = ENV_PREFIX + name.upper()
+        if name in DEFINITIONS and env_var in self.environ:
+            return self.environ[env_var], f"environment {env_var}"
         if name in self._files:
             value, path = self._files[name]
             return value, f"file {path}"
-        default = definition.default
+        return _UNSET, "default"
+
+    def _raw(self, definition: Setting, task: Any) -> tuple[Any, str]:
+        raw, source = self.lookup(definition.name, task)
+        if raw is not _UNSET:
+            return raw, source
+        default = self.defaults.get(definition.name, definition.default)
         return (
             list(default) if isinstance(default, list) else dict(default) if isinstance(default, dict) else default,
             "default",
         )
+
+    def _merged(self, name: str, task: Any, task_value: Any) -> tuple[Any, str]:
+        """b2luigi's merge of a dict setting: the global value updated by the task's."""
+        general, source = self.lookup(name, None)
+        if general is _UNSET or not isinstance(general, Mapping) or not isinstance(task_value, Mapping):
+            return task_value, "task"
+        return {**general, **task_value}, f"{source} + task"
+
+    def _translate(self, name: str, task: Any, raw: Any, source: str) -> tuple[Any, str]:
+        """Take b2luigi's equivalent keys into account (b2luigi key -> setting here)."""
+        if name == "resources":
+            extra = {}
+            for key, target in (("queue", "queue"), ("job_slots", "cpus")):
+                value, _where = self.lookup(key, task)
+                if value is not _UNSET and value is not None and value is not False:
+                    extra[target] = value
+            if extra and isinstance(raw, Mapping):
+                merged = dict(raw)
+                for key, value in extra.items():
+                    if key == "queue" and "partition" in merged:
+                        continue
+                    merged.setdefault(key, value)
+                return merged, source
+            return raw, source
+        if name == "slurm_extra_args":
+            general, _ = self.lookup("slurm_settings", None)
+            own, _ = self.lookup("slurm_settings", task)
+            options: dict[str, Any] = {}
+            for part in (general, own):
+                if isinstance(part, Mapping):
+                    options.update(part)
+                elif part is not _UNSET and part is not None:
+                    raise ConfigError(
+                        f"slurm_settings must be a mapping of sbatch options to values, not {part!r}",
+                        setting="slurm_settings",
+                        task=_task_name(task),
+                    )
+            if not options:
+                return raw, source
+            translated = [f"--{k}={v}" for k, v in options.items()]
+            return [*(raw if isinstance(raw, list) else _as_str_list(raw)), *translated], f"{source} + slurm_settings"
+        if source != "default":
+            return raw, source
+        for key, target in B2LUIGI_TRANSLATED.items():
+            if target != name or target in ("resources", "slurm_extra_args"):
+                continue
+            value, where = self.lookup(key, task)
+            if value is _UNSET or value in ("", None):
+                continue
+            if name == "apptainer_extra_args" and isinstance(value, str):
+                value = shlex.split(value)
+            return value, f"{where} ({key})"
+        if name == "runtime":
+            image, _where = self.lookup("image", task)
+            b2image, where = self.lookup("apptainer_image", task)
+            if image is _UNSET and b2image not in (_UNSET, "", None):
+                return "apptainer", f"{where} (apptainer_image)"
+        return raw, source
 
     def all(self, task: Any = None) -> Iterator[Resolved]:
         _with_plugins()
@@ -691,11 +922,33 @@ def _task_name(task: Any) -> str | None:
     return None if task is None else str(getattr(task, "task_id", task))
 
 
-def get_setting(name: str, task: Any = None, default: Any = _UNSET) -> Any:
-    """Look up one setting like b2luigi's ``get_setting``.
+def _is_task(value: Any) -> bool:
+    return hasattr(value, "task_id") and hasattr(value, "param_kwargs")
 
-    ``default`` is returned only when the chain ends at the built-in default.
+
+def get_setting(name: str, default: Any = _UNSET, task: Any = None, **kwargs: Any) -> Any:
+    """Look up one setting, with b2luigi's signature ``get_setting(key, default=None, task=None)``.
+
+    Parameters
+    ----------
+    name:
+        A setting of containerbatch, a b2luigi setting, or any custom key.
+    default:
+        Returned when nothing along the chain sets ``name`` (the built-in default does not count).
+    task:
+        The task whose attributes come first.  ``get_setting(name, task)`` (the order of earlier
+        containerbatch versions) is understood too.
+
+    Returns
+    -------
+    Any
+        The validated value for settings of containerbatch, the value as given for other keys, or None
+        when a custom key is set nowhere and no default is given.
     """
+    if kwargs.keys() - {"deprecated_keys"}:
+        raise TypeError(f"get_setting() got unexpected arguments {sorted(kwargs)}")
+    if task is None and default is not _UNSET and _is_task(default):
+        task, default = default, _UNSET
     resolved = SettingsResolver().resolve(name, task)
     if resolved.source == "default" and default is not _UNSET:
         return default

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -56,6 +57,13 @@ _DUR_UNITS = {
     "days": 86400,
 }
 _DUR_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]+)")
+#: bounds of resource requests (larger ones are typing errors, and overflow what schedulers take)
+MAX_MEMORY_MB = 1024**3  # 1 PiB
+MAX_WALLTIME_S = 366 * 86400 * 10
+MAX_COUNT = 1_000_000
+#: an env value longer than this breaks job.sh's command line on some systems (execve's MAX_ARG_STRLEN)
+MAX_ENV_VALUE = 128 * 1024
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse_memory(value: Any) -> int:
@@ -67,12 +75,16 @@ def parse_memory(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"memory must be like '4GB' or '512MiB', not {value!r}")
     if isinstance(value, (int, float)):
-        return int(value)
+        if not math.isfinite(value) or not 0 < value <= MAX_MEMORY_MB:
+            raise ValueError(f"memory must be a positive number of MiB up to {MAX_MEMORY_MB}, not {value!r}")
+        return max(1, math.ceil(value))
     match = _MEM_RE.match(str(value))
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _MEM_UNITS:
         raise ValueError(f"memory must be like '4GB', '4 GiB' or '512MB', not {value!r}")
     size = float(match.group(1)) * _MEM_UNITS[unit]
+    if not math.isfinite(size) or size <= 0 or size > MAX_MEMORY_MB * 1024**2:
+        raise ValueError(f"memory must be more than 0 and at most {MAX_MEMORY_MB // 1024**2} TiB, not {value!r}")
     return max(1, -(-int(size) // 1024**2))
 
 
@@ -85,9 +97,9 @@ def parse_duration(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"walltime must be like '2h', '90min' or '1:30:00', not {value!r}")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"walltime must be positive, not {value!r}")
-        return int(value)
+        if not math.isfinite(value) or not 0 < value <= MAX_WALLTIME_S:
+            raise ValueError(f"walltime must be a positive number of seconds up to {MAX_WALLTIME_S}, not {value!r}")
+        return max(1, int(value))
     text = str(value).strip()
     days = 0
     if re.fullmatch(r"\d+-\d+(:\d+){0,2}", text):
@@ -110,6 +122,8 @@ def parse_duration(value: Any) -> int:
         total = int(sum(float(n) * _DUR_UNITS[u.lower()] for n, u in pieces))
     if total <= 0:
         raise ValueError(f"walltime must be positive, not {value!r}")
+    if total > MAX_WALLTIME_S:
+        raise ValueError(f"walltime must be at most {MAX_WALLTIME_S // 86400} days, not {value!r}")
     return total
 
 
@@ -149,7 +163,11 @@ class Resources:
                 value = raw[key]
                 if isinstance(value, bool) or not str(value).isdigit():
                     raise ValueError(f"{key} must be a whole number, not {value!r}")
-                return int(value)
+                number = int(value)
+                if number > MAX_COUNT or (number < 1 and key != "gpus"):
+                    low = 0 if key == "gpus" else 1
+                    raise ValueError(f"{key} must be between {low} and {MAX_COUNT}, not {value!r}")
+                return number
 
             queue = raw.get("partition", raw.get("queue"))
             return cls(
@@ -299,8 +317,43 @@ def task_location(task: Any) -> tuple[str, str]:
     return module, str(Path(path).resolve())
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:120]
+def _safe(text: str, limit: int = 120) -> str:
+    """A file name for ``text``: other characters as ``_``; when that changed or cut it, a hash of ``text``
+    keeps distinct texts distinct (bounded length).
+
+    >>> _safe("Fit_a_1"), len(_safe("F" * 300)), _safe("F" * 300) != _safe("F" * 299 + "G")
+    ('Fit_a_1', 120, True)
+    """
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+    if clean == text and len(clean) <= limit and clean not in (".", ".."):
+        return clean
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{clean[: limit - 17]}-{digest}"
+
+
+def check_env(env: Mapping[str, Any], task: str | None = None) -> dict[str, str]:
+    """The ``env`` setting, checked: names are identifiers, values strings without NUL, of bounded length."""
+    checked = {}
+    for key, value in env.items():
+        if not isinstance(key, str) or not _ENV_NAME.fullmatch(key):
+            raise ConfigError(
+                f"environment variable name {key!r} is not a valid name (letters, digits and _, not starting with "
+                "a digit)",
+                setting="env",
+                task=task,
+            )
+        text = str(value)
+        if "\0" in text:
+            raise ConfigError(f"the value of {key} holds a NUL character", setting="env", task=task)
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_ENV_VALUE:
+            raise ConfigError(
+                f"the value of {key} is {len(text.encode('utf-8', 'surrogatepass'))} bytes; at most {MAX_ENV_VALUE} "
+                "fit (the kernel limits one variable to 128 KiB); pass a file path instead",
+                setting="env",
+                task=task,
+            )
+        checked[key] = text
+    return checked
 
 
 def build_spec(
@@ -357,7 +410,7 @@ def build_spec(
         job_name=job_name,
         executable=executable,
         binds=binds,
-        env=MappingProxyType(dict(values["env"])),
+        env=MappingProxyType(check_env(values["env"], task_id)),
         env_script=env_script,
         resources=Resources.parse(values["resources"], task_id),
         bundle_dir=bundle_dir,

@@ -14,23 +14,24 @@ HTCondor sends the archive to the node; job.sh unpacks it under ``$_CONDOR_SCRAT
 container runtime binds those folders at the submit-side paths, so the task sees the paths it would see
 on a shared filesystem.  When the container ends, job.sh packs what the job wrote (files newer than a
 stamp taken before the run) into ``stage-out.tar.gz``; HTCondor brings it back into the job directory,
-then the done-marker.  :func:`unpack_outputs` extracts it on the submit host, refusing every member that
-would land outside the task's working, result, log and job folders.
+then the done-marker.  :func:`unpack_outputs` extracts it on the submit host; the archive is the node's,
+so only the task's declared outputs and its own job folder may come back, never through a link.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tarfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import luigi
 from luigi.task import flatten
 
+from containerbatch import jobfiles
 from containerbatch.errors import ConfigError
 from containerbatch.jobscript import STAGE_IN, STAGE_OUT
 from containerbatch.spec import JobSpec
@@ -78,13 +79,18 @@ def dynamic_requirements(spec: JobSpec) -> list[luigi.Task]:
     A task that yields requirements runs again once they are done; on the node it must find their
     outputs, or it would yield them again and again.
     """
+    import sys
+
     from luigi.task_register import load_task
 
     tasks = []
-    for result in sorted(Path(spec.job_dir).parent.glob("attempt-*/result.json")):
+    for path in sorted(Path(spec.job_dir).parent.glob(f"attempt-*/{jobfiles.RESULT}")):
         try:
-            deps = json.loads(result.read_text()).get("new_deps") or []
-        except (OSError, ValueError):
+            # untrusted like every result: only tasks of modules already imported, nothing imported here
+            result = jobfiles.read_result(str(path), task_id=spec.task_id)
+            deps = jobfiles.accept_new_deps(result.new_deps, frozenset(sys.modules)) if result else []
+        except jobfiles.BadResult as exc:
+            log.warning("%s: ignoring the dynamic dependencies in %s: %s", spec.task_id, path, exc)
             continue
         for module, family, params in deps:
             try:
@@ -159,8 +165,10 @@ def pack_inputs(spec: JobSpec, task: luigi.Task) -> str:
     return str(target)
 
 
-def allowed_roots(spec: JobSpec) -> list[str]:
-    return [os.path.abspath(p) for p in (spec.working_dir, spec.result_dir, spec.log_dir, spec.job_dir)]
+def allowed_roots(spec: JobSpec, outputs: Iterable[str] = ()) -> list[str]:
+    """What a staged job may bring back: its own job folder and the task's declared outputs (files, or
+    folders and what is in them), as real paths on the submit host."""
+    return [os.path.realpath(p) for p in (spec.job_dir, *outputs)]
 
 
 def _inside(path: str, roots: Iterable[str]) -> bool:
@@ -172,12 +180,15 @@ def returned(spec: JobSpec) -> bool:
     return (Path(spec.job_dir) / STAGE_OUT).exists()
 
 
-def unpack_outputs(spec: JobSpec, wait: float = 0.0) -> list[str]:
+def unpack_outputs(spec: JobSpec, outputs: Iterable[str] = (), wait: float = 0.0) -> list[str]:
     """Extract ``<job_dir>/stage-out.tar.gz`` at the submit-side paths; returns the files written.
 
-    ``wait`` seconds are granted for the archive to arrive (HTCondor may land the done-marker first).
-    A member outside the task's working, result, log and job folders, a link, or a device is refused
-    with a warning; nothing else on the submit host is touched.
+    Only the job's own folder and the task's declared ``outputs`` may come back (the archive is the node's
+    and untrusted). A member elsewhere (the workflow file, the journal, another task's files), a link, a
+    device, or a path that reaches outside through an existing symbolic link is refused; the refused
+    members are logged and listed in ``<job_dir>/stage-out-refused.txt``. Files are created without
+    following a link (``O_NOFOLLOW``) and with the user's umask. ``wait`` seconds are granted for the
+    archive to arrive (HTCondor may land the done-marker first).
     """
     archive = Path(spec.job_dir) / STAGE_OUT
     deadline = time.monotonic() + wait
@@ -186,44 +197,93 @@ def unpack_outputs(spec: JobSpec, wait: float = 0.0) -> list[str]:
     if not archive.exists():
         log.warning("%s: no %s came back from the node (see %s/condor.log)", spec.task_id, STAGE_OUT, spec.job_dir)
         return []
-    roots = allowed_roots(spec)
-    written = []
+    roots = allowed_roots(spec, outputs)
+    umask = jobfiles.current_umask()
+    written: list[str] = []
+    refused: list[str] = []
+
+    def refuse(name: str, why: str) -> None:
+        refused.append(f"{name}\t{why}")
+        log.warning("%s: refused %r from %s: %s", spec.task_id, name, archive, why)
+
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
+            for member in tar:
                 pure = PurePosixPath(member.name)
-                dest = "/" + str(pure)
-                plain = member.isfile() or member.isdir()
-                if pure.is_absolute() or ".." in pure.parts or not plain:
-                    log.warning(
-                        "%s: refused %r from %s (not a plain file or folder)", spec.task_id, member.name, tar.name
-                    )
+                if pure.is_absolute() or ".." in pure.parts or not (member.isfile() or member.isdir()):
+                    refuse(member.name, "not a plain file or folder at a relative path")
                     continue
-                if not _inside(os.path.normpath(dest), roots):
-                    log.warning(
-                        "%s: refused %s from %s: outside the working, result, log and job folders",
-                        spec.task_id,
-                        dest,
-                        archive,
-                    )
+                dest = os.path.normpath("/" + str(pure))
+                # resolve every link already on the way: where it would really land must be allowed
+                real = os.path.realpath(dest)
+                if not _inside(os.path.normpath(dest), roots) and not _inside(real, roots):
+                    refuse(member.name, "not the task's declared output nor its job folder")
                     continue
-                member.mode = (member.mode or 0o644) & 0o755 | 0o600
-                if member.isdir():
-                    os.makedirs(dest, exist_ok=True)
+                if not _inside(real, roots):
+                    refuse(member.name, f"leads through a symbolic link to {real}, outside the allowed folders")
                     continue
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                source = tar.extractfile(member)
-                if source is None:
-                    continue
-                tmp = f"{dest}.cb-tmp"
-                with source, open(tmp, "wb") as out:
-                    while chunk := source.read(1 << 20):
-                        out.write(chunk)
-                os.chmod(tmp, member.mode)
-                os.utime(tmp, (member.mtime, member.mtime))
-                os.replace(tmp, dest)
-                written.append(dest)
-    except (OSError, tarfile.TarError) as exc:
+                try:
+                    if member.isdir():
+                        _makedirs(real, roots, umask)
+                        continue
+                    _makedirs(os.path.dirname(real), roots, umask)
+                    source = tar.extractfile(member)
+                    if source is None:
+                        continue
+                    with source:
+                        _write_nofollow(real, source, (member.mode & 0o777 & ~umask) | 0o600, member.mtime)
+                    written.append(real)
+                except OSError as exc:
+                    refuse(member.name, f"cannot be written: {exc.strerror or exc}")
+    except (OSError, tarfile.TarError, EOFError) as exc:
         log.error("%s: cannot unpack %s: %s", spec.task_id, archive, exc)
-    log.info("%s: %d file(s) came back from the node", spec.task_id, len(written))
+        refused.append(f"{archive}\tcannot be unpacked: {exc}")
+    if refused:
+        listing = Path(spec.job_dir) / jobfiles.REFUSED
+        try:
+            with open(listing, "a") as handle:
+                handle.write("".join(line + "\n" for line in refused))
+        except OSError as exc:
+            log.error("%s: cannot write %s: %s", spec.task_id, listing, exc)
+    log.info("%s: %d file(s) came back from the node, %d refused", spec.task_id, len(written), len(refused))
     return written
+
+
+def _makedirs(path: str, roots: list[str], umask: int) -> None:
+    """Create the folders of ``path`` (already resolved, inside ``roots``), refusing a link on the way."""
+    missing = []
+    here = path
+    while not os.path.lexists(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    if os.path.islink(here) or not os.path.isdir(here):
+        raise OSError(f"{here} is not a folder")
+    for folder in reversed(missing):
+        os.mkdir(folder, 0o777 & ~umask)
+        if os.path.islink(folder):
+            raise OSError(f"{folder} became a link")
+
+
+def _write_nofollow(dest: str, source: Any, mode: int, mtime: float) -> None:
+    """Write ``source`` to ``dest`` through a fresh temporary file (``O_EXCL|O_NOFOLLOW``) renamed over it;
+    a link at ``dest`` is replaced, never followed."""
+    folder = os.path.dirname(dest)
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        tmp = f".{os.path.basename(dest)}.cb-tmp.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+                os.fchmod(out.fileno(), mode)
+                os.utime(out.fileno(), (mtime, mtime))
+            os.replace(tmp, os.path.basename(dest), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(dir_fd)

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -27,17 +28,20 @@ from typing import Any
 
 import luigi
 import luigi.interface
+import luigi.task_register
 import luigi.worker
 from luigi.scheduler import DONE, FAILED, PENDING
 from luigi.task import flatten
 
-from containerbatch import staging
-from containerbatch.errors import ContainerBatchError, SchedulerError
+from containerbatch import jobfiles, staging
+from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerError, SubmitError
+from containerbatch.jobfiles import BadResult
 from containerbatch.poller import TrackedJob
-from containerbatch.resubmit import Failure, Reason, classify, policy_from_settings
-from containerbatch.run import ACTIVE_STATES, Run
+from containerbatch.resubmit import Failure, classify, policy_from_settings
+from containerbatch.run import Run
+from containerbatch.runlog import FAILURE_ATTR
 from containerbatch.spec import JobSpec, Resources
-from containerbatch.states import JobState
+from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, Reason
 
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
 
@@ -45,16 +49,19 @@ log = logging.getLogger(__name__)
 
 #: seconds a staged job's output archive may trail its done-marker
 STAGE_OUT_WAIT = 30.0
+#: seconds a successful job's outputs may take to show on the submit host (NFS attribute caches)
+OUTPUTS_WAIT = 10.0
+#: rounds a task may report dynamic requirements that are already complete on the submit host
+STALE_DYNAMIC_ROUNDS = 3
 
 
 def log_tail(path: str, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 16384))
-            return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    """The last ``lines`` of a log the job wrote; never blocks (a FIFO in its place) nor follows a link."""
+    return jobfiles.tail_text(path, lines)
+
+
+#: seconds for which a scheduler that did not answer "why did this job end" is not asked again
+WHY_BACKOFF = 120.0
 
 
 class JobProcess:
@@ -84,7 +91,13 @@ class JobProcess:
         self._held_since: float | None = None
         self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
+        self.explanation = ""  # what was reported to luigi (a failure's full message)
         self.submitted_at: float | None = None
+        # the submit side's own record of the attempt, never read back from the job folder
+        self.absent_outputs: tuple[str, ...] = ()
+        self.imported_modules: frozenset[str] = frozenset(sys.modules)
+        self.ended_at: float | None = None  # when the job itself ended (its result, else its marker)
+        self._outputs_wait_since: float | None = None
 
     @property
     def key(self) -> str:
@@ -107,6 +120,8 @@ class JobProcess:
                     self.submit()
         except ContainerBatchError as exc:
             self._failed_to_submit(exc)
+        except (OSError, sqlite3.Error) as exc:  # a full disk, a folder that cannot be written, a locked journal
+            self._failed_to_submit(SubmitError(f"cannot prepare the job of {self.spec.task_id}: {exc}"))
 
     def _reattach(self) -> bool:
         """Follow this task's job of an earlier submitter instead of submitting it again.
@@ -117,9 +132,15 @@ class JobProcess:
         row = self.journal.latest(self.spec.task_id)
         if row is None:
             return False
+        if row.state == AttemptState.SUBMITTING and row.scheduler == self.spec.batch_system and not row.job_id:
+            # an earlier submitter died between journaling its intent and learning the job id
+            job_id = self._adopt(row)
+            if job_id is not None:
+                row = replace(row, job_id=job_id)
         if row.state not in ACTIVE_STATES or row.scheduler != self.spec.batch_system or not row.job_id:
             self.spec = self.spec.with_attempt(row.attempt + 1)
             return False
+        self.absent_outputs = row.absent_outputs
         self.spec = replace(
             self.spec.with_attempt(row.attempt), run_id=row.run_id, job_dir=row.job_dir, marker_path=row.marker_path
         )
@@ -137,14 +158,44 @@ class JobProcess:
         )
         return True
 
-    def submit(self) -> None:
-        spec = self.spec
-        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        info = {
+    def _adopt(self, row: Any) -> str | None:
+        """The job of an attempt journaled as ``submitting``: found by its unique name, if the scheduler can
+        look names up; else None (the attempt is then taken as not submitted)."""
+        name = row.job_name if hasattr(row, "job_name") else None
+        try:
+            found = self.scheduler.find_by_name(name) if name else None
+        except SchedulerError as exc:
+            log.warning("%s: could not look up job %s: %s", row.task_id, name, exc)
+            return None
+        if found is None:
+            log.warning(
+                "%s: an earlier submitter stopped while submitting attempt %d; %s cannot look the job up by name, "
+                "so it is submitted again (check `%s` for a duplicate)",
+                row.task_id,
+                row.attempt,
+                row.scheduler,
+                row.scheduler,
+            )
+            return None
+        ids = list(found)
+        if not ids:
+            return None
+        for extra in ids[1:]:  # more than one with that name cannot be ours twice: keep the first
+            log.warning("%s: cancelling duplicate job %s of attempt %d", row.task_id, extra, row.attempt)
+            try:
+                self.scheduler.kill([extra])
+            except SchedulerError as exc:
+                log.error("%s: could not cancel duplicate job %s: %s", row.task_id, extra, exc)
+        self.journal.set_job_id(row.task_id, row.attempt, ids[0])
+        log.info("%s: adopted job %s of attempt %d (found by name %s)", row.task_id, ids[0], row.attempt, name)
+        return str(ids[0])
+
+    def _task_info(self, spec: JobSpec) -> dict[str, Any]:
+        """What the runner reads (task.json). A copy for the node: the submit side never reads it back."""
+        return {
             "task_id": spec.task_id,
             # the id the node computes from the string parameters (FloatParameter 0 → 0.0)
-            "node_task_id": type(self.task).from_str_params(dict(spec.params)).task_id,
+            "node_task_id": node_task_id(type(self.task), dict(spec.params)),
             "family": spec.task_family,
             "module": spec.task_module,
             "module_file": spec.module_file,
@@ -153,21 +204,35 @@ class JobProcess:
             "sys_path": [str(Path(spec.module_file).parent), spec.working_dir],
             "attempt": spec.attempt,
             "run_id": spec.run_id,
-            "absent_outputs": [p for p in output_paths(self.task) if not os.path.lexists(p)],
+            # files the task makes in its container follow the submitting user's umask
+            "umask": jobfiles.current_umask(),
+            # what the node applies before importing the workflow: the submitter's command line, b2luigi settings
+            **self.run_ctx.node_context,
         }
-        (Path(spec.job_dir) / "task.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+
+    def submit(self) -> None:
+        spec = self.spec
+        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        # what the submit side believes of this attempt, from itself only
+        self.imported_modules = frozenset(sys.modules)
+        self.absent_outputs = tuple(p for p in output_paths(self.task) if not os.path.lexists(p))
+        info = self._task_info(spec)
+        (Path(spec.job_dir) / jobfiles.TASK).write_text(json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
         runtime.prepare_image(spec)  # dynamic dependencies never went through preflight
         script, _command, submit_file = self.run_ctx.render(spec)
+        for name, text in self.run_ctx.private_files(spec).items():
+            jobfiles.write_private(str(Path(spec.job_dir) / name), text)
         Path(spec.script_path).write_text(script)
-        os.chmod(spec.script_path, 0o755)
+        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)  # executable, as the umask says
         if submit_file is not None and self.scheduler.submit_file_name:
             (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
         if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
             staging.pack_inputs(spec, self.task)
-        self.job_id = self.scheduler.submit(spec)
-        self.submitted_at = time.time()
-        self.journal.record_submit(
+        # the intent first: a submitter killed between the scheduler's answer and the journal write finds the
+        # attempt as `submitting` and looks the job up by name instead of submitting it twice
+        record = dict(
             run_id=spec.run_id,
             task_id=spec.task_id,
             task_family=spec.task_family,
@@ -176,11 +241,19 @@ class JobProcess:
             scheduler=spec.batch_system,
             runtime=spec.runtime,
             image=spec.image,
-            job_id=self.job_id,
             job_dir=spec.job_dir,
             marker_path=spec.marker_path,
+            absent_outputs=self.absent_outputs,
         )
-        self._journal_state = "submitted"
+        self.journal.record_submit(job_id=None, state=AttemptState.SUBMITTING.value, **record)  # type: ignore[arg-type]
+        try:
+            self.job_id = self.scheduler.submit(spec)
+        except BaseException:
+            self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="submit_error")
+            raise
+        self.submitted_at = time.time()
+        self.journal.set_job_id(spec.task_id, spec.attempt, self.job_id)
+        self._journal_state = AttemptState.SUBMITTED.value
         self._track()
         log.info(
             "submitted %s as %s job %s (attempt %d, %s, image %s); logs in %s",
@@ -235,8 +308,24 @@ class JobProcess:
             self._stage_wait_since = self._stage_wait_since or time.time()
             if time.time() - self._stage_wait_since < STAGE_OUT_WAIT:
                 return True
+        if self._outputs_pending():
+            return True
         self._finish(tracked)
         return not self.reported
+
+    def _outputs_pending(self) -> bool:
+        """A job that reported success but whose outputs are not (yet) visible here: wait a little, without
+        blocking luigi's loop, before calling it outputs_missing."""
+        if self.spec.staged:
+            return False  # the archive is unpacked in _finish, and STAGE_OUT_WAIT already waited for it
+        try:
+            result = jobfiles.read_result(self.spec.result_path, task_id=self.spec.task_id, attempt=self.spec.attempt)
+        except BadResult:
+            return False  # _finish refuses it
+        if result is None or result.status != "success" or not missing_outputs(self.task)[0]:
+            return False
+        self._outputs_wait_since = self._outputs_wait_since or time.time()
+        return time.time() - self._outputs_wait_since < OUTPUTS_WAIT
 
     def _held(self, tracked: TrackedJob) -> bool:
         """A held job is neither running nor failed; after held_timeout, held_action decides."""
@@ -272,7 +361,7 @@ class JobProcess:
 
     def _note_state(self, state: JobState) -> None:
         """Keep the journal's view (for `containerbatch status`) in step: one write per change."""
-        name = {JobState.PENDING: "queued"}.get(state, state.value)
+        name = AttemptState.of_job(state).value
         if name != self._journal_state and self._journal_state and not self.cancelled:
             self._journal_state = name
             started = time.time() if state == JobState.RUNNING else None
@@ -284,74 +373,136 @@ class JobProcess:
             self.run_ctx.cancel_all()
 
     # -- outcome -------------------------------------------------------------
-    def _read_json(self, name: str) -> dict[str, Any] | None:
-        try:
-            with open(Path(self.spec.job_dir) / name) as handle:
-                data = json.load(handle)
-            return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            return None
-
     def _finish(self, tracked: TrackedJob) -> None:
         spec = self.spec
         if spec.staged:  # the job's outputs came back in one archive
-            staging.unpack_outputs(spec)
-        result = self._read_json("result.json")
+            staging.unpack_outputs(spec, outputs=output_paths(self.task))
         exit_code = tracked.ended_code if tracked.ended_code is not None else tracked.status.exit_code
         self.run_ctx.poller.forget(self.key)
-        if result is not None and result.get("status") == "success":
+        try:
+            result = jobfiles.read_result(spec.result_path, task_id=spec.task_id, attempt=spec.attempt)
+            if result is not None and result.status == "new_deps":
+                deps = jobfiles.accept_new_deps(result.new_deps, self.imported_modules)
+        except BadResult as exc:
+            log.error("%s: the node's result is refused: %s", spec.task_id, exc)
+            self.ended_at = _job_end_time(None, spec.marker_path)
+            self._failed(Failure(Reason.BAD_RESULT, str(exc), exit_code))
+            return
+        self.ended_at = _job_end_time(result.finished if result is not None else None, spec.marker_path)
+        if result is not None and result.status == "success":
+            missing, error = missing_outputs(self.task)
+            if missing or error:
+                self._failed(self._outputs_missing(missing, error, exit_code), started=result.started)
+                return
             self.journal.update(
                 spec.task_id,
                 spec.attempt,
-                state="done",
+                state=AttemptState.DONE.value,
                 exit_code=exit_code,
-                started=result.get("started"),
-                ended=result.get("finished"),
+                started=result.started,
+                ended=result.finished,
             )
             self._report(DONE, "")
             return
-        if result is not None and result.get("status") == "new_deps":
-            self.journal.update(
-                spec.task_id, spec.attempt, state="new_deps", exit_code=exit_code, ended=result.get("finished")
-            )
-            deps = [tuple(d) for d in result.get("new_deps", [])]
-            self._report(PENDING, "", new_deps=deps)
+        if result is not None and result.status == "new_deps":
+            state = AttemptState.NEW_DEPS.value
+            self.journal.update(spec.task_id, spec.attempt, state=state, exit_code=exit_code, ended=result.finished)
+            stuck = self._dynamic_rounds_exceeded(deps)
+            if stuck is not None:
+                self._failed(stuck, started=result.started)
+                return
+            self._report(PENDING, "", new_deps=deps)  # type: ignore[arg-type]
             return
-        status = tracked.status
-        if tracked.ended_code is not None and self.job_id and spec.batch_system != "local":
-            # the marker says the job ended, not why: ask the scheduler once
-            # (TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL...)
-            try:
-                status = self.scheduler.query([self.job_id]).get(self.job_id, status)
-            except SchedulerError as exc:
-                log.info("%s: could not ask %s why job %s ended: %s", spec.task_id, spec.batch_system, self.job_id, exc)
-        oom_file = Path(spec.job_dir) / "oom_killed"
-        oom = oom_file.is_file() and oom_file.read_text().strip() == "true"
+        status = self._why_ended(tracked)
+        oom = (jobfiles.read_small(str(Path(spec.job_dir) / jobfiles.OOM_KILLED)) or "").strip() == "true"
         failure = classify(
-            result,
+            result.as_dict() if result is not None else None,
             status,
             exit_code,
             scheduler=self.scheduler,
             oom_killed=oom,
             memory_limited=spec.resources.memory_mb is not None,
-            cancelled=(Path(spec.job_dir) / "cancelled").exists(),
+            cancelled=os.path.lexists(Path(spec.job_dir) / jobfiles.CANCELLED),
             runtime=spec.runtime,
             stderr_tail=log_tail(spec.stderr_path, 5),
         )
-        self._failed(failure, started=(result or {}).get("started"))
+        self._failed(failure, started=result.started if result is not None else None)
+
+    def _why_ended(self, tracked: TrackedJob) -> Any:
+        """The scheduler's last word on an ended job: asked once (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL...) unless
+        it failed to answer such a question lately (then each failed job would block luigi for a timeout)."""
+        status = tracked.status
+        spec = self.spec
+        if tracked.ended_code is None or not self.job_id or spec.batch_system == "local":
+            return status
+        silent = self.run_ctx.why_silent_until
+        if silent.get(id(self.scheduler), 0.0) > time.monotonic() or status.state == JobState.UNKNOWN:
+            return status
+        try:
+            return self.scheduler.query([self.job_id]).get(self.job_id, status)
+        except Exception as exc:  # noqa: BLE001 - a scheduler's garbage never stops the run
+            silent[id(self.scheduler)] = time.monotonic() + WHY_BACKOFF
+            log.info("%s: could not ask %s why job %s ended: %s", spec.task_id, spec.batch_system, self.job_id, exc)
+            return status
+
+    def _outputs_missing(self, missing: list[str], error: str, exit_code: int | None) -> Failure:
+        """The job said success, but luigi's own check says the task is not complete here: say what and why."""
+        detail = (
+            f"the job reported success, but {self.spec.task_id} is not complete on the submit host: "
+            + (f"complete() raised {error}" if error else "missing " + ", ".join(missing[:10]))
+            + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            + ". "
+            + outputs_hint(self.spec, missing)
+        )
+        return Failure(Reason.OUTPUTS_MISSING, detail, exit_code)
+
+    def _dynamic_rounds_exceeded(self, deps: list[tuple[Any, ...]]) -> Failure | None:
+        """Stop a task whose dynamic requirements never become complete for it (bounded rounds)."""
+        rounds = self.run_ctx.dynamic_rounds
+        total, stale = rounds.get(self.spec.task_id, (0, 0))
+        total += 1
+        requirements = []
+        for _module, family, params in (d[:3] for d in deps if len(d) >= 3):
+            try:
+                requirements.append(luigi.task_register.Register.get_task_cls(family).from_str_params(params))
+            except Exception:  # the worker reports an unloadable requirement itself
+                requirements = []
+                break
+        complete_here = bool(requirements) and all(_complete(r) for r in requirements)
+        stale = stale + 1 if complete_here else 0
+        rounds[self.spec.task_id] = (total, stale)
+        limit = int(self.spec.settings.get("max_dynamic_rounds") or 0)
+        if stale >= STALE_DYNAMIC_ROUNDS:
+            paths = sorted({p for r in requirements for p in output_paths(r)})
+            detail = (
+                f"{self.spec.task_id} asked {stale} times in a row for requirements that are complete on the submit "
+                f"host ({', '.join(r.task_id for r in requirements[:5])}): the job does not see their outputs"
+                + (f" ({', '.join(paths[:5])})" if paths else "")
+                + ". "
+                + outputs_hint(self.spec, paths)
+            )
+            return Failure(Reason.OUTPUTS_MISSING, detail, None)
+        if limit and total > limit:
+            detail = (
+                f"{self.spec.task_id} yielded new requirements {total} times (max_dynamic_rounds={limit}); "
+                "raise the setting max_dynamic_rounds if the task really needs more rounds"
+            )
+            return Failure(Reason.OUTPUTS_MISSING, detail, None)
+        return None
 
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
         self.failures.append(failure)
-        moved = set_aside_partial_outputs(spec)
+        self.ended_at = self.ended_at or time.time()
+        moved = set_aside_partial_outputs(spec, self.absent_outputs, output_paths(self.task))
         self.journal.update(
             spec.task_id,
             spec.attempt,
-            state="cancelled" if failure.reason == Reason.CANCELLED else "failed",
+            state=(AttemptState.CANCELLED if failure.reason == Reason.CANCELLED else AttemptState.FAILED).value,
             reason=failure.reason.value,
             exit_code=failure.exit_code,
             started=started,
-            ended=time.time(),
+            ended=self.ended_at,  # the job's own end, not when the submitter noticed
         )
         if self.policy.should_retry(failure, spec.attempt):
             delay = self.policy.delay(spec.attempt)
@@ -381,19 +532,59 @@ class JobProcess:
             + (f"partial outputs moved to {moved}\n" if moved else "")
             + f"last lines of the log:\n{tail}"
         )
-        log.error("%s", message)
+        log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
 
     def _failed_to_submit(self, exc: ContainerBatchError) -> None:
+        """A refused submission is an attempt too: journal row (no job id), submit.log, a message with its words."""
+        spec = self.spec
         transient = bool(getattr(exc, "transient", False))
         failure = Failure(Reason.SUBMIT_ERROR, str(exc), None)
         self.failures.append(failure)
-        if transient and self.policy.should_retry(failure, self.spec.attempt):
-            self._next_spec = self.spec.with_attempt(self.spec.attempt + 1)
-            self._resubmit_at = time.time() + self.policy.delay(self.spec.attempt)
-            log.warning("%s: submission failed (%s); trying again", self.spec.task_id, exc)
+        self.ended_at = time.time()
+        submit_log = record_submit_error(spec, exc)
+        try:
+            self.journal.record_submit(
+                run_id=spec.run_id,
+                task_id=spec.task_id,
+                task_family=spec.task_family,
+                params=dict(spec.params),
+                attempt=spec.attempt,
+                scheduler=spec.batch_system,
+                runtime=spec.runtime,
+                image=spec.image,
+                job_id=None,
+                job_dir=spec.job_dir,
+                marker_path=spec.marker_path,
+            )
+            self.journal.update(spec.task_id, spec.attempt, state="failed", reason="submit_error", ended=self.ended_at)
+        except Exception:  # the journal's trouble must not hide the scheduler's words
+            log.debug("could not journal the refused submission of %s", spec.task_id, exc_info=True)
+        self.run_ctx.processes[self.key] = self  # the display and the summary see the refused attempt
+        if transient and self.policy.should_retry(failure, spec.attempt):
+            delay = self.policy.delay(spec.attempt)
+            self._next_spec = spec.with_attempt(spec.attempt + 1)
+            self._resubmit_at = time.time() + delay
+            said = str(getattr(exc, "stderr", "") or getattr(exc, "stdout", "") or exc).strip()
+            log.warning(
+                "%s: %s refused the submission (attempt %d): %s; transient, trying again in %.3g s as attempt %d "
+                "(details: %s)",
+                spec.task_id,
+                spec.batch_system,
+                spec.attempt,
+                said.splitlines()[0][:300] if said else "no message",
+                delay,
+                spec.attempt + 1,
+                submit_log or spec.job_dir,
+            )
             return
-        self._report(FAILED, f"containerbatch could not submit {self.spec.task_id}: {exc}")
+        why = f"after {spec.attempt} tries" if transient else "not retried: asking again would not help"
+        message = (
+            f"{spec.task_id} could not be submitted to {spec.batch_system} (attempt {spec.attempt}, {why}): "
+            f"submit_error\n{exc}\nsubmit log: {submit_log or spec.job_dir}"
+        )
+        log.error("%s", message, extra={FAILURE_ATTR: True})
+        self._report(FAILED, message)
 
     def _resubmit(self) -> None:
         assert self._next_spec is not None
@@ -404,13 +595,49 @@ class JobProcess:
                 self.submit()
         except ContainerBatchError as exc:
             self._failed_to_submit(exc)
+        except (OSError, sqlite3.Error) as exc:
+            self._failed_to_submit(SubmitError(f"cannot prepare the job of {self.spec.task_id}: {exc}"))
 
     def _report(self, status: str, explanation: str, new_deps: list[tuple[Any, ...]] | None = None) -> None:
         if self.reported:
             return
         self.reported = True
         self.outcome = status
+        self.explanation = explanation
         self.result_queue.put((self.task.task_id, status, explanation, [], list(new_deps or [])))
+
+
+def _job_end_time(finished: float | None, marker_path: str) -> float:
+    """When the job ended by its own account: the runner's ``finished``, else the done-marker's time."""
+    if isinstance(finished, (int, float)) and not isinstance(finished, bool) and 0 < finished <= time.time() + 60:
+        return float(finished)
+    try:
+        return os.stat(marker_path).st_mtime
+    except OSError:
+        return time.time()
+
+
+def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
+    """Write what the submit command said (command, exit code, stdout, stderr) to ``<job_dir>/submit.log``."""
+    lines = [f"submission of {spec.task_id} attempt {spec.attempt} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    argv = getattr(exc, "argv", ())
+    if argv:
+        lines.append("command: " + " ".join(str(a) for a in argv))
+    code = getattr(exc, "exit_code", None)
+    if code is not None:
+        lines.append(f"exit code: {code}")
+    lines.append(f"transient: {bool(getattr(exc, 'transient', False))}")
+    lines.append(f"message: {exc}")
+    for name in ("stdout", "stderr"):
+        text = str(getattr(exc, name, "") or "")
+        lines.append(f"--- {name} ---" + ("\n" + text.rstrip() if text.strip() else " (empty)"))
+    path = Path(spec.job_dir) / "submit.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError:
+        return None
+    return str(path)
 
 
 def describe_change(old: Resources, new: Resources) -> str:
@@ -436,30 +663,90 @@ def task_lock(spec: JobSpec) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def output_paths(task: luigi.Task) -> list[str]:
-    """Local paths of a task's outputs (targets with a ``path`` on this filesystem)."""
-    paths = []
-    for target in flatten(task.output()):
-        path = getattr(target, "path", None)
-        if isinstance(path, str) and isinstance(target, luigi.LocalTarget):
-            paths.append(os.path.abspath(path))
-    return paths
+output_paths = jobfiles.output_paths
 
 
-def set_aside_partial_outputs(spec: JobSpec) -> str | None:
-    """Move outputs a failed attempt left behind into its job folder, so luigi does not take them as complete.
+def node_task_id(cls: type[luigi.Task], str_params: dict[str, str]) -> str:
+    """The id the node computes from the string parameters (``FloatParameter(default=0)`` → ``0.0``).
 
-    Only paths that did not exist when the attempt was submitted are moved:
-    nothing the user made is deleted or overwritten.
+    luigi's instance cache would hand back the submit side's own object (0 == 0.0), so the task is built
+    past it, as the node builds it: parsed from strings, in a fresh interpreter.
+    """
+    params = dict(cls.get_params())
+    kwargs = {name: params[name].parse(value) for name, value in str_params.items() if name in params}
+    return str(type.__call__(cls, **kwargs).task_id)
+
+
+def missing_outputs(task: luigi.Task) -> tuple[list[str], str]:
+    """luigi's own check of ``task``: ([], "") when complete, else (what does not exist, or complete()'s error).
+
+    A task without outputs is done once it ran, as in luigi (its complete() says False forever).
     """
     try:
-        info = json.loads((Path(spec.job_dir) / "task.json").read_text())
-    except (OSError, ValueError):
-        return None
+        if not flatten(task.output()) or task.complete():
+            return [], ""
+    except Exception as exc:
+        return [], f"{type(exc).__name__}: {exc}"
+    missing = []
+    for target in flatten(task.output()):
+        try:
+            exists = target.exists()
+        except Exception:
+            exists = False
+        if not exists:
+            path = getattr(target, "path", None)
+            local = isinstance(target, luigi.LocalTarget) and isinstance(path, str)
+            missing.append(os.path.abspath(str(path)) if local else str(path or target))
+    return missing or [f"(complete() of {task.task_family} returned False)"], ""
+
+
+def bound_folders(spec: JobSpec) -> list[str]:
+    """Host folders a job of ``spec`` can write to: the whole filesystem for runtime host, else the binds."""
+    if spec.runtime == "host":
+        return ["/"]
+    from containerbatch.runtimes.base import Runtime
+
+    return [b.src for b in Runtime.binds(spec) if not b.read_only]
+
+
+def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
+    """The ``paths`` that lie outside every folder bound writable into the job's container."""
+    folders = [f.rstrip("/") + "/" for f in bound_folders(spec)]
+    return [p for p in paths if p.startswith("/") and not any((p.rstrip("/") + "/").startswith(f) for f in folders)]
+
+
+def outputs_hint(spec: JobSpec, missing: list[str]) -> str:
+    """Why outputs may be missing on the submit host, most likely cause first."""
+    outside = outside_binds(spec, missing)
+    hints = []
+    if outside:
+        hints.append(
+            f"{', '.join(outside[:3])} lie outside the folders bound into the container ({spec.runtime}), so what the "
+            "task wrote there stayed in the container: write under the working directory or result_dir, or add the "
+            "folder to the setting binds"
+        )
+    hints.append(
+        'settings or paths that the submitting script sets only inside `if __name__ == "__main__":`, or derives '
+        "from its command line or current folder, differ on the node (set them at module level or in settings.json)"
+    )
+    if spec.batch_system == "htcondor" and not spec.staged:
+        hints.append("without a shared filesystem on the nodes, set transfer_files")
+    hints.append(f"see the job's stderr in {spec.job_dir}")
+    return "Possible causes: " + "; ".join(hints) + "."
+
+
+def set_aside_partial_outputs(spec: JobSpec, absent: Iterable[str], outputs: Iterable[str]) -> str | None:
+    """Move outputs a failed attempt left behind into its job folder, so luigi does not take them as complete.
+
+    Only the task's own outputs (``outputs``, computed on the submit side) that did not exist when the attempt
+    was submitted (``absent``, the submit side's record) are moved: nothing the user made is deleted or
+    overwritten, and nothing the node names is touched.
+    """
+    declared = set(outputs)
     target = Path(spec.job_dir) / "partial-outputs"
     moved = False
-    for path in info.get("absent_outputs", []):
-        if os.path.lexists(path):
+    for path in absent:
+        if path in declared and os.path.lexists(path):
             dest = target / path.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, dest)
@@ -494,12 +781,75 @@ class BatchWorker(luigi.worker.Worker):
         return JobProcess(task, self.run_ctx, self._task_result_queue)
 
 
+def _truthful(result: Any, tasks: list[luigi.Task]) -> bool:
+    """Whether the run really did what was asked: luigi's True also covers "nothing could run" (a missing
+    external input, a scheduling failure); then the reason is logged and the answer is False."""
+    from luigi.execution_summary import LuigiStatusCode
+
+    status = getattr(result, "status", None)
+    if status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        return True
+    if status is None:
+        return bool(result)
+    incomplete = [t.task_id for t in tasks if not _complete(t)]
+    why = {
+        LuigiStatusCode.MISSING_EXT: "an external input is missing (a task without run() whose output does not exist)",
+        LuigiStatusCode.SCHEDULING_FAILED: "luigi could not schedule the tasks (see the messages above)",
+        LuigiStatusCode.NOT_RUN: "some tasks were not run (their requirements could not be met)",
+    }.get(status, "some tasks failed")
+    log.error("containerbatch: the run did not complete: %s; not complete: %s", why, ", ".join(incomplete) or "-")
+    return False
+
+
+def _complete(task: luigi.Task) -> bool:
+    try:
+        return bool(task.complete())
+    except Exception:  # noqa: BLE001 - only for the message
+        return False
+
+
 class _Factory(luigi.interface._WorkerSchedulerFactory):
     def __init__(self, run: Run) -> None:
         self.run = run
 
     def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> BatchWorker:
         return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)
+
+
+#: b2luigi's process() arguments that containerbatch.process takes too (they never reach luigi.build)
+B2LUIGI_ACCEPTED = ("batch", "ignore_additional_command_line_args")
+#: b2luigi's process() arguments that only containerbatch.b2luigi.process implements
+B2LUIGI_ONLY = ("show_output", "test", "remove", "remove_only", "auto_confirm", "keep_tasks", "batch_runner")
+
+
+def b2luigi_arguments(build_kwargs: dict[str, Any], tasks: list[luigi.Task]) -> bool:
+    """Take b2luigi's process() arguments out of ``build_kwargs``; True when ``dry_run`` asked for a dry run
+    (done here: the tasks that would run are printed, nothing is submitted)."""
+    for name in B2LUIGI_ACCEPTED:
+        build_kwargs.pop(name, None)
+    refused = [n for n in B2LUIGI_ONLY if build_kwargs.pop(n, None)]
+    if refused:
+        raise ConfigError(
+            f"process() argument(s) {', '.join(refused)} are b2luigi's: use `import containerbatch.b2luigi as "
+            "b2luigi` and b2luigi.process(...), which does what b2luigi does with them"
+        )
+    if not build_kwargs.pop("dry_run", False):
+        return False
+    from containerbatch.run import walk
+
+    pending = []
+    for task in walk(tasks):
+        try:
+            complete = task.complete()
+        except Exception as exc:
+            print(f"{task.task_id}: complete() raised {exc!r}")
+            continue
+        if not complete:
+            pending.append(task)
+    for task in sorted(pending, key=lambda t: t.task_id):
+        print(f"Would run {task}")
+    print(f"In total {len(pending)}" if pending else "All tasks are finished!")
+    return True
 
 
 def process(
@@ -514,7 +864,12 @@ def process(
     workers:
         How many jobs may be in flight at once; costs no process per job.
     build_kwargs:
-        Passed on to ``luigi.build`` (``local_scheduler`` defaults to True).
+        b2luigi's ``batch`` and ``ignore_additional_command_line_args`` are accepted (every task is a batch
+        job here); ``dry_run=True`` prints the tasks that would run and submits nothing; b2luigi's other
+        arguments are refused with a pointer to ``containerbatch.b2luigi``.  The rest is passed on to
+        ``luigi.build``. ``local_scheduler`` defaults to True unless a central scheduler is named
+        (``scheduler_host``, ``scheduler_port`` or ``scheduler_url``): then several submitters can share one
+        ``luigid``.
 
     Returns
     -------
@@ -527,9 +882,12 @@ def process(
         Before anything is submitted, when a setting, image or scheduler is wrong.
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    if b2luigi_arguments(build_kwargs, task_list):
+        return True  # dry_run: nothing submitted
     run = run or Run()
     run.preflight(task_list)
-    build_kwargs.setdefault("local_scheduler", True)
+    if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
+        build_kwargs.setdefault("local_scheduler", True)
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
@@ -538,8 +896,21 @@ def process(
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
+    detailed = bool(build_kwargs.pop("detailed_summary", False))
+    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
+
     try:
-        return bool(luigi.build(task_list, worker_scheduler_factory=_Factory(run), workers=workers, **build_kwargs))
+        # luigi's log (and ours) into the run's log file, not on the console twice
+        with run_logging(log_path_of(run)), without_luigi_console_logging(build_kwargs):
+            result = luigi.build(
+                task_list,
+                worker_scheduler_factory=_Factory(run),
+                workers=workers,
+                detailed_summary=True,
+                **build_kwargs,
+            )
+        ok = _truthful(result, task_list)
+        return result if detailed else ok  # type: ignore[no-any-return]
     except KeyboardInterrupt:
         run.cancel_all()  # luigi may have stopped some already, through JobProcess.terminate
         print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -142,8 +143,9 @@ def test_render_shows_counts_and_active_jobs(fake_run: FakeRun) -> None:
     text = cons.export_text()
     assert "run 20990101-000000-abcdef" in text
     assert "waiting 2  submitted 1  queued 1  running 1  retrying 1  done 1  failed 1  unknown 1" in text
-    for column in ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed"):
-        assert column in text.splitlines()[1]
+    assert "2/9 ended" in text.splitlines()[1]  # the progress bar's line
+    for column in ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed", "reason"):
+        assert column in text.splitlines()[2]
     c_line = next(ln for ln in text.splitlines() if ln.startswith("C_1"))
     assert "running" in c_line and "slurm" in c_line and "13" in c_line and "img.sif" in c_line
     e_line = next(ln for ln in text.splitlines() if ln.startswith("E_1") and " 2 " in ln)
@@ -151,16 +153,17 @@ def test_render_shows_counts_and_active_jobs(fake_run: FakeRun) -> None:
     assert any(ln.startswith("F_1") and "done" in ln for ln in text.splitlines())  # recently ended
 
 
-def test_ended_jobs_leave_the_table_and_rows_are_capped(fake_run: FakeRun) -> None:
+def test_failed_first_ended_jobs_leave_the_table_and_rows_are_capped(fake_run: FakeRun) -> None:
     display = ProgressDisplay(fake_run, console=console(), recent=5.0, max_rows=3)
     first = display.snapshot(now=1000.0)
     rows, hidden = display.rows(first)
-    assert len(rows) == 3 and hidden == 5 and all(v.ended_at is None for v in rows)
+    assert len(rows) == 3 and hidden == 5
+    assert [v.state for v in rows] == ["failed", "failed", "retrying"]  # what needs attention comes first
     later = display.snapshot(now=1010.0)
     display.max_rows = 50
     rows, hidden = display.rows(later)
-    assert hidden == 0 and {v.task_id for v in rows} == {"A_1", "B_1", "C_1", "D_1", "E_1"}
-    assert all(v.ended_at is None for v in rows)
+    assert hidden == 0 and {v.task_id for v in rows} == {"A_1", "B_1", "C_1", "D_1", "E_1", "G_1"}
+    assert "F_1" not in {v.task_id for v in rows}  # done, and longer ago than `recent`
 
 
 def test_events_mode_prints_changes_only(fake_run: FakeRun) -> None:
@@ -183,7 +186,118 @@ def test_context_manager_plain_mode_prints_lines_and_summary(fake_run: FakeRun) 
         time.sleep(0.2)
     text = cons.export_text()
     assert text.count("B_1 attempt 1") == 2  # queued, then running
-    assert text.strip().splitlines()[-1].startswith("run 20990101-000000-abcdef: waiting 2")
+    last = next(ln for ln in text.splitlines() if ln.startswith("run 20990101-000000-abcdef: "))
+    # at the end, tasks nobody ran are "not run", never "waiting"
+    assert "waiting" not in last and last.endswith("not run 2 in " + last.rsplit(" in ", 1)[1])
+    assert "FAILED E_1 (attempt 1, slurm job 15)" in text
+    assert "containerbatch status 20990101-000000-abcdef" in text
+
+
+def failure(reason: str, detail: str, code: int | None) -> Any:
+    from containerbatch.resubmit import Failure, Reason
+
+    return Failure(Reason(reason), detail, code)
+
+
+def test_reason_column_and_elapsed_stop_when_the_job_ended(tmp_path: Path) -> None:
+    run = FakeRun()
+    proc = run.add(FakeProc("Fit_1", job_id="31"))
+    proc.submitted_at, proc.ended_at = 1000.0, 1012.5  # the job's own end
+    proc.reported, proc.outcome = True, "FAILED"
+    proc.failures = [failure("task_error", "the task raised: ValueError('bad sample')\nmore", 1)]
+    display = ProgressDisplay(run, console=console())
+    for now in (1020.0, 5000.0):  # however late the display looks, the job took 12.5 s
+        view = display.snapshot(now=now).views[0]
+        assert view.elapsed == pytest.approx(12.5)
+        assert view.reason == "task_error: the task raised: ValueError('bad sample')"
+    cons = display.console
+    cons.print(display.render(display.snapshot(now=1030.0)))
+    row = next(ln for ln in cons.export_text().splitlines() if ln.startswith("Fit_1"))
+    assert "failed" in row and "12.5s" in row and "ValueError('bad sample')" in row
+
+
+def test_a_thousand_tasks_fit_the_terminal(tmp_path: Path) -> None:
+    run = FakeRun()
+    states = [JobState.RUNNING] * 40 + [JobState.PENDING] * 200
+    for i in range(1000):
+        family = "Fit" if i < 700 else "Merge"
+        proc = FakeProc(f"{family}_{i}", job_id=str(i))
+        proc.spec.task_family = family
+        if i < len(states):
+            run.add(proc, states[i], "R" if states[i] == JobState.RUNNING else "PD")
+        elif i < 900:
+            run.add(proc)
+            proc.reported, proc.outcome, proc.ended_at = True, "DONE", time.time()
+        elif i < 903:
+            run.add(proc)
+            proc.reported, proc.outcome, proc.ended_at = True, "FAILED", time.time()
+            proc.failures = [failure("out_of_memory", "TERM_MEMLIMIT: job killed", 137)]
+    run.planned = [SimpleNamespace(task_id=f"Wait_{i}", task_family="Wait") for i in range(500)]
+    cons = Console(record=True, width=160, height=30, force_terminal=False, color_system=None)
+    display = ProgressDisplay(run, console=cons)
+    snap = display.snapshot()
+    assert snap.total == 1403  # 903 submitted + 500 waiting
+    cons.print(display.render(snap))
+    lines = cons.export_text().rstrip("\n").splitlines()
+    assert len(lines) <= 30, "\n".join(lines)
+    assert lines[0].startswith("containerbatch run") and "running 40" in lines[0] and "failed 3" in lines[0]
+    assert "663/1403 ended" in lines[1]  # 660 done + 3 failed
+    family = {ln.split()[0]: ln for ln in lines if ln.split() and ln.split()[0] in ("Fit", "Merge", "Wait")}
+    assert set(family) == {"Fit", "Merge", "Wait"} and family["Wait"].split()[1] == "500"
+    failed = [ln for ln in lines if " failed " in ln and "TERM_MEMLIMIT" in ln]
+    assert len(failed) == 3  # what went wrong is listed before what runs
+    assert "more (`containerbatch status` lists every attempt)" in lines[-1]
+
+
+def test_plain_mode_of_a_large_run_prints_summary_lines_and_failures() -> None:
+    run = FakeRun()
+    for i in range(200):
+        run.add(FakeProc(f"T_{i}", job_id=str(i)), JobState.RUNNING, "R")
+    cons = console()
+    display = ProgressDisplay(run, console=cons, live=False, interval=60.0, threshold=50)
+    display.tick()
+    first = cons.export_text(clear=False).splitlines()
+    assert len(first) == 1 and "progress  0/200 ended: running 200" in first[0]
+    bad = run.processes["T_7#1"]
+    bad.reported, bad.outcome, bad.ended_at = True, "FAILED", time.time()
+    bad.failures = [failure("task_error", "the task raised: KeyError('x')", 1)]
+    display.tick()  # within the interval: only the failure
+    second = cons.export_text(clear=False).splitlines()[1:]
+    assert len(second) == 1 and "failed    T_7 attempt 1" in second[0] and "KeyError('x')" in second[0]
+    display.tick(final=True)
+    assert "progress  1/200 ended: running 199, failed 1" in cons.export_text(clear=False).splitlines()[-1]
+
+
+def test_final_summary_explains_each_failure(tmp_path: Path) -> None:
+    from containerbatch.cli.display import final_summary
+
+    run = FakeRun()
+    proc = run.add(FakeProc("Fit_1", job_id="41"))
+    proc.reported, proc.outcome, proc.ended_at = True, "FAILED", time.time()
+    (tmp_path / "stderr").write_text("".join(f"line {i}\n" for i in range(30)) + "ValueError: bad\n")
+    proc.spec.stderr_path, proc.spec.stdout_path, proc.spec.job_dir = (
+        str(tmp_path / "stderr"),
+        str(tmp_path / "stdout"),
+        str(tmp_path),
+    )
+    proc.failures = [failure("task_error", "the task raised: ValueError('bad')", 1)]
+    words = "sbatch: error: Invalid partition name specified"
+    for n in (2, 3):
+        refused = run.add(FakeProc(f"Fit_{n}", job_id=None))
+        refused.reported, refused.outcome = True, "FAILED"
+        refused.spec.job_dir = str(tmp_path / f"r{n}")
+        refused.failures = [failure("submit_error", f"sbatch did not submit the job\n  stderr: {words}", None)]
+    cons = console()
+    final_summary(run, cons, log_path="/x/run.log")
+    text = cons.export_text()
+    assert "FAILED Fit_1 (attempt 1, slurm job 41): task_error, exit code 1" in text
+    assert "the task raised: ValueError('bad')" in text
+    assert f"log: {tmp_path / 'stderr'}" in text
+    tail = [ln for ln in text.splitlines() if ln.startswith("  | ")]
+    assert tail[-1] == "  | ValueError: bad" and len(tail) == 10
+    assert text.count(words) == 1 and "refused with the same words for 1 more task(s): " in text
+    assert "never got a job id" in text
+    assert "containerbatch logs Fit_1 --stderr" in text and "run log (luigi and containerbatch): /x/run.log" in text
 
 
 def test_fmt_elapsed() -> None:
@@ -263,5 +377,83 @@ def test_live_display_in_tmux(tmp_path: Path) -> None:
         # then the counts moved on: everything done (3 naps and the wrapper All), and the summary line printed
         assert "done 4" in final and ": done 4" in final
         assert final.count("containerbatch run ") == 1  # one live display, redrawn in place
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+TINY = """
+import luigi
+
+
+class Tiny(luigi.Task):
+    n = luigi.IntParameter()
+
+    def output(self):
+        return luigi.LocalTarget(f"results/tiny_{self.n}.txt")
+
+    def run(self):
+        if self.n % 100 == 3:
+            raise RuntimeError(f"tiny {self.n} broke")
+        with self.output().open("w") as handle:
+            handle.write("ok")
+
+
+class Many(luigi.WrapperTask):
+    def requires(self):
+        return [Tiny(n=i) for i in range(1000)]
+"""
+
+
+def test_a_thousand_tasks_stay_readable_in_tmux(tmp_path: Path) -> None:
+    """1,000 trivial local tasks: the screen holds one bounded display (a row per family, failures first).
+
+    Watched until the first failure and some tasks done ("done 2…": 20 or more), then stopped with Ctrl-C.
+    """
+    tmux_ready()
+    (tmp_path / "tiny.py").write_text(TINY)
+    socket = f"cb-many-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTAINERBATCH_", "TMUX"))}
+    env["PYTHONPATH"] = str(ROOT)
+    command = (
+        f"cd {tmp_path} && {sys.executable} -m containerbatch run tiny.py Many --runtime host --workers 12;"
+        " echo CB-EXIT=$?; sleep 120"
+    )
+    subprocess.run([*tmux, "new-session", "-d", "-s", "cb", "-x", "150", "-y", "40", command], env=env, check=True)
+
+    def pane() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "cb"], capture_output=True, text=True, env=env).stdout
+
+    try:
+        deadline = time.monotonic() + 150
+        screen = ""
+        while time.monotonic() < deadline:
+            text = pane()
+            time.sleep(0.15)
+            if text != pane():  # caught while Live redrew the screen: look again
+                continue
+            if text.startswith("containerbatch run") and re.search(r"failed [1-9]", text) and "done 2" in text:
+                screen = text
+                break
+            time.sleep(0.5)
+        assert screen, pane()
+        lines = screen.rstrip("\n").splitlines()
+        assert len(lines) <= 40 and screen.count("containerbatch run") == 1
+        counts = dict(re.findall(r"(waiting|submitted|queued|running|retrying|done|failed|unknown) (\d+)", lines[0]))
+        assert sum(int(v) for v in counts.values()) == 1001, lines[0]  # 1000 tiny tasks and the wrapper
+        assert re.search(r"\d+/1001 ended\s+elapsed \S+\s+ETA \S+", lines[1]), lines[1]
+        tiny = next(ln for ln in lines if ln.startswith("Tiny "))
+        assert tiny.split()[1] == "1000"  # one row for the family, not a thousand
+        failed = next(ln for ln in lines if ln.startswith("Tiny_") and " failed " in ln)
+        assert re.search(r"task_error: the task raised: RuntimeError\('tiny \d*3 broke'\)", failed), failed
+        assert lines.index(failed) < min(
+            i for i, ln in enumerate(lines) if ln.startswith("Tiny_") and " running " in ln
+        )
+        assert "more (`containerbatch status` lists every attempt)" in lines[-1]
+        subprocess.run([*tmux, "send-keys", "-t", "cb", "C-c"], env=env, check=True)
+        deadline = time.monotonic() + 60
+        while "CB-EXIT=" not in (text := pane()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "CB-EXIT=130" in text, text
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)

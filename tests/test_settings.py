@@ -5,7 +5,7 @@ import pytest
 
 import containerbatch
 from containerbatch.errors import ConfigError
-from containerbatch.settings import DEFINITIONS, SettingsResolver, get_setting, set_setting
+from containerbatch.settings import DEFINITIONS, SettingsResolver, clear_setting, get_setting, set_setting
 
 
 class T(luigi.Task):
@@ -52,16 +52,21 @@ def test_b2luigi_settings_file_carries_over(workdir):
     assert SettingsResolver().resolve("result_dir").value == "res"
 
 
-def test_unknown_names_are_config_errors(workdir, monkeypatch):
-    with pytest.raises(ConfigError, match="imgae.*Did you mean 'image'"):
+def test_unknown_names_are_custom_settings_typos_warned(workdir, monkeypatch, caplog):
+    # as in b2luigi, any key is a custom setting that get_setting returns; one close to a setting's name warns
+    with caplog.at_level("WARNING", logger="containerbatch.settings"):
         set_setting("imgae", "x")
+    assert "Did you mean 'image'" in caplog.text
+    assert get_setting("imgae") == "x"
+    clear_setting("imgae")
     monkeypatch.setenv("CONTAINERBATCH_RUNTMIE", "docker")
     with pytest.raises(ConfigError, match="CONTAINERBATCH_RUNTMIE"):
         SettingsResolver()
     monkeypatch.delenv("CONTAINERBATCH_RUNTMIE")
-    (workdir / "settings.json").write_text(json.dumps({"memroy": 1}))
-    with pytest.raises(ConfigError, match="memroy"):
-        SettingsResolver()
+    (workdir / "settings.json").write_text(json.dumps({"my_custom_key": {"a": 1}}))
+    assert get_setting("my_custom_key") == {"a": 1}
+    assert get_setting("not_set_anywhere", "dflt") == "dflt"
+    assert get_setting("not_set_anywhere") is None
 
 
 def test_wrong_types_name_setting_and_task(workdir):
@@ -95,3 +100,113 @@ def test_every_definition_has_help_and_valid_default():
         assert setting.help and setting.type_name
         if setting.default is not None:
             setting.convert(setting.default)
+
+
+# -- b2luigi compatibility ------------------------------------------------------
+
+
+def test_b2luigi_keys_translate(workdir):
+    (workdir / "data").mkdir()
+    (workdir / "settings.json").write_text(
+        json.dumps(
+            {
+                "apptainer_image": "/images/belle2.sif",
+                "apptainer_mounts": ["data"],
+                "apptainer_additional_params": "--nv --cleanenv",
+                "apptainer_cmd": "singularity",
+                "queue": "short",
+                "job_slots": 4,
+                "slurm_settings": {"partition": "debug", "mem": "2G"},
+            }
+        )
+    )
+
+    class T(luigi.Task):
+        slurm_settings = {"mem": "8G"}
+        resources = {"memory": "1GB"}
+
+    values = SettingsResolver().values(T())
+    assert values["image"] == "/images/belle2.sif" and values["runtime"] == "apptainer"
+    assert values["binds"] == ["data"]
+    assert values["apptainer_extra_args"] == ["--nv", "--cleanenv"]
+    assert values["apptainer_binary"] == "singularity"
+    assert values["resources"] == {"memory": "1GB", "queue": "short", "cpus": 4}
+    # merged as b2luigi merges: the file's options updated by the task's
+    assert values["slurm_extra_args"] == ["--partition=debug", "--mem=8G"]
+    # a setting of containerbatch's own wins over the b2luigi key
+    set_setting("image", "other:1")
+    assert SettingsResolver().values(T())["image"] == "other:1"
+
+
+def test_htcondor_settings_merge_like_b2luigi(workdir):
+    (workdir / "settings.json").write_text(json.dumps({"htcondor_settings": {"+JobFlavour": "longlunch", "a": "1"}}))
+
+    class T(luigi.Task):
+        htcondor_settings = {"a": "2", "request_cpus": 2}
+
+    assert SettingsResolver().resolve("htcondor_settings", T()).value == {
+        "+JobFlavour": "longlunch",
+        "a": "2",
+        "request_cpus": "2",
+    }
+    assert SettingsResolver().resolve("htcondor_settings").value == {"+JobFlavour": "longlunch", "a": "1"}
+
+
+def test_batch_system_auto_detects_like_b2luigi(workdir, monkeypatch, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    set_setting("batch_system", "auto")
+    assert get_setting("batch_system") == "local"
+    for name, expected in (("sbatch", "slurm"), ("condor_submit", "htcondor"), ("bsub", "lsf")):
+        tool = bin_dir / name
+        tool.write_text("#!/bin/sh\n")
+        tool.chmod(0o755)
+        assert get_setting("batch_system") == expected  # LSF before HTCondor before Slurm, as b2luigi
+    assert SettingsResolver(defaults={"batch_system": "auto"}).resolve("batch_system").value == "lsf"
+    set_setting("batch_system", "gbasf2")
+    with pytest.raises(ConfigError, match="gbasf2.*b2luigi itself"):
+        get_setting("batch_system")
+
+
+def test_b2luigi_keys_without_effect_warn_once(workdir, caplog):
+    from containerbatch import settings
+
+    settings._warned.discard("task_file_dir")
+    (workdir / "settings.json").write_text(json.dumps({"task_file_dir": "tf", "use_parameter_name_in_output": False}))
+    with caplog.at_level("WARNING", logger="containerbatch.settings"):
+        SettingsResolver()
+        SettingsResolver()
+        set_setting("task_file_dir", "x")
+    assert caplog.text.count("'task_file_dir'") == 1
+    assert "use_parameter_name_in_output" not in caplog.text  # b2luigi's own: takes effect through b2luigi
+    assert get_setting("use_parameter_name_in_output") is False
+
+
+def test_get_setting_takes_b2luigis_positional_order(workdir):
+    set_setting("job_name", "from-set")
+    assert get_setting("job_name", "dflt") == "from-set"
+    clear_setting("job_name")
+    assert get_setting("job_name", "dflt") == "dflt"
+    assert get_setting("image", "dflt", T()) == "from-task:1"
+    assert get_setting("image", T()) == "from-task:1"  # the earlier (name, task) order still works
+
+
+def test_b2luigi_set_setting_reaches_containerbatch(workdir):
+    b2settings = pytest.importorskip("b2luigi.core.settings")
+    b2settings.set_setting("env_script", None)
+    b2settings.set_setting("batch_system", "slurm")
+    try:
+        assert get_setting("batch_system") == "slurm"
+        assert SettingsResolver().resolve("batch_system").source == "b2luigi.set_setting"
+    finally:
+        b2settings.clear_setting("batch_system")
+        b2settings.clear_setting("env_script")
+
+
+def test_b2luigi_settings_json_variable_names_the_file(workdir, monkeypatch, tmp_path):
+    other = tmp_path / "elsewhere.json"
+    other.write_text(json.dumps({"result_dir": "from-variable"}))
+    (workdir / "settings.json").write_text(json.dumps({"result_dir": "from-cwd"}))
+    monkeypatch.setenv("B2LUIGI_SETTINGS_JSON", str(other))
+    assert SettingsResolver().resolve("result_dir").value == "from-variable"

@@ -211,12 +211,13 @@ def test_unpack_writes_inside_the_task_folders_only(tmp_path, caplog):
         },
         links={rel(Path(spec.result_dir) / "link"): "/etc/passwd"},
     )
-    written = staging.unpack_outputs(spec)
+    written = staging.unpack_outputs(spec, outputs=[str(Path(spec.result_dir) / "sub" / "out.txt")])
     assert sorted(written) == sorted([str(Path(spec.result_dir) / "sub" / "out.txt"), spec.result_path])
     assert (Path(spec.result_dir) / "sub" / "out.txt").read_text() == "result"
     assert outside.read_text() == "user's file\n"
     assert not (Path(spec.result_dir) / "link").exists()
-    assert caplog.text.count("refused") == 3
+    assert caplog.text.count("refused '") == 3
+    assert len((Path(spec.job_dir) / "stage-out-refused.txt").read_text().splitlines()) == 3
 
 
 def test_unpack_without_archive_says_so(tmp_path, caplog):

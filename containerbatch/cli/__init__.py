@@ -14,7 +14,7 @@ from containerbatch.cli import logs as _logs
 from containerbatch.cli import report as _report
 from containerbatch.cli import run as _run
 from containerbatch.cli import status as _status
-from containerbatch.cli.common import EXIT_USAGE, err
+from containerbatch.cli.common import EXIT_USAGE, err, setup_console_logging
 from containerbatch.errors import ConfigError
 
 app = typer.Typer(
@@ -32,11 +32,14 @@ for _module in (_run, _status, _logs, _kill, _doctor, _report, _image):
 
 def main() -> None:
     """Entry point; ConfigError is exit code 2 with the message, no traceback."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    setup_console_logging(logging.WARNING)  # `run -v` / `--log-level` show more
     try:
         app()
     except ConfigError as exc:
         err.print(f"[bold red]configuration error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:  # a full disk, a folder that cannot be written: a message, not a traceback
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(EXIT_USAGE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,17 @@ def load_workflow(path: str) -> Any:
         raise ConfigError(f"cannot import {path} as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the workflow's own code; SystemExit/KeyboardInterrupt pass
+        del sys.modules[name]
+        import traceback
+
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ConfigError(
+            f"the workflow file {path} does not import: {type(exc).__name__}: {exc} "
+            f"({where.filename}, line {where.lineno}); run `python3 {path}` to see the whole traceback"
+        ) from None
     return module
 
 
@@ -55,3 +66,52 @@ def build_task(workflow: str, task_args: list[str]) -> luigi.Task:
             return parser.get_task_obj()
     except SystemExit:
         raise ConfigError(f"bad task parameters {' '.join(task_args[1:])!r}; see the message above") from None
+
+
+#: the format of log records on the console
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _NotSummarised(logging.Filter):
+    """Drops task-failure records while the run's end summary will explain them (once, not twice)."""
+
+    active = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from containerbatch.runlog import FAILURE_ATTR
+
+        return not (self.active and getattr(record, FAILURE_ATTR, False))
+
+
+summarised = _NotSummarised()
+
+
+def setup_console_logging(level: int = logging.WARNING) -> logging.Handler:
+    """The command's console log: one stderr handler on the root logger at ``level`` (called once per command).
+
+    Warnings and errors by default; ``-v`` shows INFO, ``--log-level DEBUG``
+    everything.  luigi's own log goes to the run's log file (see
+    :mod:`containerbatch.runlog`), and to this console only at ``level``.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_containerbatch_console", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._containerbatch_console = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter(CONSOLE_FORMAT, datefmt="%H:%M:%S"))
+    handler.setLevel(level)
+    handler.addFilter(summarised)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def log_level(verbose: bool, level: str | None) -> int:
+    """``-v`` → INFO; ``--log-level NAME`` → that level; neither → WARNING."""
+    if level:
+        value = logging.getLevelName(level.upper())
+        if not isinstance(value, int):
+            raise ConfigError(f"--log-level {level!r} is not a level; use DEBUG, INFO, WARNING or ERROR")
+        return value
+    return logging.INFO if verbose else logging.WARNING

@@ -1,23 +1,33 @@
-"""Pure formatters and the live progress display of ``containerbatch run``.
+"""Pure formatters, the live progress display and the end summary of ``containerbatch run``.
 
 :class:`ProgressDisplay` takes a :class:`containerbatch.run.Run` and shows,
-while luigi works, how many tasks are in each state and a table of the queued,
-running and recently ended jobs.  On a terminal it is a ``rich.live.Live``; when
-stdout is not a terminal it prints one line per change instead::
+while luigi works, how many tasks are in each state.  On a terminal it is a
+``rich.live.Live``: counts per state, a progress bar with an ETA, and a table
+of what is running, failed or retrying with a reason column, as high as the
+terminal allows (many tasks are shown as one row per task family).  When
+stdout is not a terminal it prints one line per state change instead, or, for
+runs of more than ``progress_threshold`` tasks, one summary line every
+``progress_interval`` seconds (failures and retries still get a line each)::
 
     with ProgressDisplay(run):
         ok = process([task], workers=workers, run=run)
 
+When the block ends, :func:`final_summary` prints the counts, the wall time
+and for every failed task its reason, exit code, the scheduler's words, its
+log and the last lines of it, then where to look next.
+
 The display only reads: ``run.processes`` (the :class:`JobProcess` of every
 submitted attempt), ``run.poller.get(key)`` (what the poller last saw) and,
 when present, ``run.planned`` (the specs preflight found to be run),
-``JobProcess.outcome`` and ``JobProcess.submitted_at``.
+``JobProcess.outcome``, ``.failures``, ``.explanation``, ``.submitted_at``
+and ``.ended_at``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -26,8 +36,11 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
+
+from containerbatch import jobfiles
 
 #: the states the live display counts, in display order
 PROGRESS_STATES = ("waiting", "submitted", "queued", "running", "retrying", "done", "failed", "unknown")
@@ -49,9 +62,16 @@ STATE_STYLE = {
     "unknown": "bright_black",
     "new_deps": "blue",
     "held": "dark_orange",
+    "not run": "dim",
 }
 
 _QUEUED_NATIVE_INITIAL = "submitted"  # the poller's JobStatus before the first answer
+#: failed tasks whose details the end summary prints (the rest: `containerbatch status`)
+SUMMARY_FAILURES = 10
+#: lines of a failed task's log in the end summary
+SUMMARY_TAIL = 10
+
+log = logging.getLogger(__name__)
 
 
 def fmt_elapsed(seconds: float | None) -> str:
@@ -96,6 +116,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def one_line(text: str, width: int = 120) -> str:
+    """The first non-empty line of ``text``, cut to ``width``."""
+    first = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
 # -- live progress -------------------------------------------------------------
 
 
@@ -114,6 +140,7 @@ class TaskView:
     detail: str  # the scheduler's own word, or the outcome
     elapsed: float
     ended_at: float | None
+    reason: str = ""  # why it failed or is retried: "task_error: the task raised ValueError(...)"
 
 
 @dataclass(frozen=True)
@@ -124,23 +151,56 @@ class Snapshot:
     taken: float
     counts: dict[str, int]
     views: tuple[TaskView, ...]
+    started: float = 0.0  # when the display began (for the ETA)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def finished(self) -> int:
+        return self.counts.get("done", 0) + self.counts.get("failed", 0)
+
+    def eta(self) -> float | None:
+        """Seconds until every task has ended, at the pace so far (None: no pace yet)."""
+        if not self.finished or not self.started or self.finished >= self.total or self.taken - self.started < 1:
+            return None
+        pace = (self.taken - self.started) / self.finished
+        return pace * (self.total - self.finished)
+
 
 def _outcome_from_result(path: str) -> str:
     try:
-        with open(path) as handle:
-            status = json.load(handle).get("status")
-    except (OSError, ValueError, AttributeError):
+        result = jobfiles.read_result(path)  # written on the node: validated
+    except jobfiles.BadResult:
         return "failed"
-    return {"success": "done", "new_deps": "waiting"}.get(str(status), "failed")
+    status = result.status if result is not None else ""
+    return {"success": "done", "new_deps": "waiting"}.get(status, "failed")
+
+
+def failure_reason(proc: Any) -> str:
+    """``reason: first line of the detail`` of a process's last failure, or ``""``."""
+    failures = getattr(proc, "failures", None) or []
+    if not failures:
+        return ""
+    last = failures[-1]
+    reason = getattr(last.reason, "value", str(last.reason))
+    detail = one_line(last.detail, 200)
+    if reason == "submit_error":
+        detail = _scheduler_words(last.detail) or detail
+    return f"{reason}: {detail}" if detail else reason
+
+
+def _scheduler_words(detail: str) -> str:
+    """The ``stderr:`` part of a SchedulerError message (what the scheduler itself said)."""
+    for line in str(detail).splitlines():
+        if line.strip().startswith("stderr:"):
+            return one_line(line.strip()[len("stderr:") :], 200)
+    return ""
 
 
 class ProgressDisplay:
-    """Counts per state and a table of jobs, refreshed from a Run.
+    """Counts per state, a progress bar and a table of jobs, refreshed from a Run.
 
     Parameters
     ----------
@@ -157,6 +217,14 @@ class ProgressDisplay:
         Seconds an ended job stays in the table.
     max_rows:
         Most rows in the table (default: fits the terminal).
+    interval:
+        Plain mode, large runs: seconds between summary lines (default: the
+        ``progress_interval`` setting).
+    threshold:
+        Plain mode: runs of more tasks than this print summary lines instead
+        of a line per change (default: the ``progress_threshold`` setting).
+    log_path:
+        The run's log file, named in the end summary.
     """
 
     def __init__(
@@ -167,6 +235,9 @@ class ProgressDisplay:
         live: bool | None = None,
         recent: float = 30.0,
         max_rows: int | None = None,
+        interval: float | None = None,
+        threshold: int | None = None,
+        log_path: str | None = None,
     ) -> None:
         self.run = run
         self.console = console or Console()
@@ -174,10 +245,15 @@ class ProgressDisplay:
         self.live_mode = self.console.is_terminal if live is None else live
         self.recent = recent
         self.max_rows = max_rows
+        self.interval = interval if interval is not None else _setting(run, "progress_interval", 30.0)
+        self.threshold = threshold if threshold is not None else int(_setting(run, "progress_threshold", 50))
+        self.log_path = log_path
+        self.started = time.time()
         self._first_seen: dict[str, float] = {}
         self._ended_at: dict[str, float] = {}
         self._outcomes: dict[str, str] = {}
         self._last_label: dict[str, str] = {}
+        self._last_summary = 0.0
         self._live: Live | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -195,7 +271,8 @@ class ProgressDisplay:
                 else:
                     label = _outcome_from_result(proc.spec.result_path)
                 self._outcomes[key] = label
-            self._ended_at.setdefault(key, now)
+            # elapsed stops when the job itself ended (its result), else when it was reported
+            self._ended_at.setdefault(key, getattr(proc, "ended_at", None) or now)
             return self._outcomes[key], self._outcomes[key]
         retry = proc.spec.attempt > 1
         if getattr(proc, "_resubmit_at", None) is not None:  # failed, waiting for its next attempt
@@ -233,6 +310,7 @@ class ProgressDisplay:
             state, detail = self._state(proc, now)
             started = getattr(proc, "submitted_at", None) or self._first_seen.setdefault(key, now)
             ended = self._ended_at.get(key)
+            reason = failure_reason(proc) if state in ("failed", "retrying") else ""
             view = TaskView(
                 key,
                 spec.task_id,
@@ -243,8 +321,9 @@ class ProgressDisplay:
                 spec.image or "",
                 state,
                 detail,
-                (ended or now) - started,
+                max(0.0, (ended or now) - started),
                 ended,
+                reason,
             )
             views.append(view)
             if spec.task_id not in latest or latest[spec.task_id].attempt <= spec.attempt:
@@ -255,30 +334,100 @@ class ProgressDisplay:
         planned: Iterable[Any] = getattr(self.run, "planned", None) or ()
         planned_ids = {getattr(p, "task_id", p) for p in planned}
         counts["waiting"] += len(planned_ids - set(latest))
-        snap = Snapshot(str(getattr(self.run, "run_id", "")), now, counts, tuple(views))
+        snap = Snapshot(str(getattr(self.run, "run_id", "")), now, counts, tuple(views), self.started)
         self.last = snap
         return snap
 
     # -- rendering ---------------------------------------------------------------
+    def _limit(self) -> int:
+        return self.max_rows or max(5, self.console.size.height - 7)
+
     def rows(self, snap: Snapshot) -> tuple[list[TaskView], int]:
-        """The views the table shows (active first, then recently ended) and how many were left out."""
-        active = [v for v in snap.views if v.ended_at is None and v.state != "waiting"]
+        """The views the table shows and how many were left out.
+
+        First what needs attention (failed and retrying, newest first), then
+        what is active (longest first), then what ended recently.
+        """
+        failed = [v for v in snap.views if v.state == "failed" and v.ended_at is not None]
+        failed.sort(key=lambda v: v.ended_at or 0.0, reverse=True)
+        retrying = [v for v in snap.views if v.state == "retrying"]
+        active = [v for v in snap.views if v.ended_at is None and v.state not in ("waiting", "retrying")]
         active.sort(key=lambda v: -v.elapsed)
-        ended = [v for v in snap.views if v.ended_at is not None and snap.taken - v.ended_at <= self.recent]
+        ended = [
+            v
+            for v in snap.views
+            if v.ended_at is not None and v.state != "failed" and snap.taken - v.ended_at <= self.recent
+        ]
         ended.sort(key=lambda v: v.ended_at or 0.0, reverse=True)
-        limit = self.max_rows or max(5, self.console.size.height - 8)
-        chosen = active + ended
+        chosen = failed + retrying + active + ended
+        limit = self._limit()
         return chosen[:limit], max(0, len(chosen) - limit)
 
-    def render(self, snap: Snapshot) -> RenderableType:
-        """The Live renderable of ``snap``: counts line and job table."""
+    def families(self, snap: Snapshot) -> list[tuple[str, dict[str, int]]]:
+        """Counts per state of the newest attempt of each task, per task family (largest first)."""
+        latest: dict[str, TaskView] = {}
+        for view in snap.views:
+            if view.task_id not in latest or latest[view.task_id].attempt <= view.attempt:
+                latest[view.task_id] = view
+        per: dict[str, dict[str, int]] = {}
+        for view in latest.values():
+            family = per.setdefault(view.family, dict.fromkeys(PROGRESS_STATES, 0))
+            family[view.state] += 1
+        planned: Iterable[Any] = getattr(self.run, "planned", None) or ()
+        for spec in planned:
+            task_id = getattr(spec, "task_id", None)
+            if task_id is not None and task_id not in latest:
+                name = str(getattr(spec, "task_family", None) or task_id.split("_")[0])
+                per.setdefault(name, dict.fromkeys(PROGRESS_STATES, 0))["waiting"] += 1
+        return sorted(per.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+
+    def header(self, snap: Snapshot) -> RenderableType:
+        """Title, counts, progress bar with ETA."""
         title = Text.assemble(("containerbatch ", "bold"), (f"run {snap.run_id}  ", "dim"), counts_line(snap.counts))
-        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-        for column in ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed"):
-            table.add_column(
-                column, no_wrap=column != "task", justify="right" if column in ("attempt", "elapsed") else "left"
-            )
+        bar = Table.grid(padding=(0, 1))
+        bar.add_column(width=40)
+        bar.add_column()
+        eta = snap.eta()
+        done_text = f"{snap.finished}/{snap.total} ended"
+        timing = f"elapsed {fmt_elapsed(snap.taken - snap.started)}" + (f"  ETA {fmt_elapsed(eta)}" if eta else "")
+        bar.add_row(
+            ProgressBar(total=max(1, snap.total), completed=snap.finished, width=40),
+            Text(f"{done_text}  {timing}", style="dim"),
+        )
+        return Group(title, bar)
+
+    def render(self, snap: Snapshot) -> RenderableType:
+        """The Live renderable of ``snap``: header and a table no higher than the terminal."""
+        limit = self._limit()
         rows, hidden = self.rows(snap)
+        parts: list[RenderableType] = [self.header(snap)]
+        families = self.families(snap)
+        if hidden and len(families) > 0:
+            # too many to list: one row per family, then the failures and retries that fit
+            fam = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+            fam.add_column("family", no_wrap=True)
+            fam.add_column("tasks", justify="right")
+            for state in PROGRESS_STATES:
+                fam.add_column(state, justify="right", style=STATE_STYLE[state])
+            shown_families = families[: max(1, limit // 3)]
+            for name, counts in shown_families:
+                fam.add_row(
+                    name, str(sum(counts.values())), *[str(counts[s]) if counts[s] else "" for s in PROGRESS_STATES]
+                )
+            parts.append(fam)
+            if len(families) > len(shown_families):
+                parts.append(Text(f"… and {len(families) - len(shown_families)} more families", style="dim"))
+            room = max(2, limit - len(shown_families) - 2)
+            rows, hidden = rows[:room], hidden + max(0, len(rows) - room)
+        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+        for column in ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed", "reason"):
+            table.add_column(
+                column,
+                no_wrap=True,
+                overflow="ellipsis",
+                max_width=60 if column == "task" else (70 if column == "reason" else None),
+                justify="right" if column in ("attempt", "elapsed") else "left",
+            )
         for view in rows:
             table.add_row(
                 view.task_id,
@@ -288,11 +437,19 @@ class ProgressDisplay:
                 view.job_id,
                 view.image,
                 fmt_elapsed(view.elapsed),
+                Text(view.reason, style="red" if view.state == "failed" else ""),
             )
-        parts: list[RenderableType] = [title, table]
+        parts.append(table)
         if hidden:
-            parts.append(Text(f"… and {hidden} more", style="dim"))
+            parts.append(Text(f"… and {hidden} more (`containerbatch status` lists every attempt)", style="dim"))
         return Group(*parts)
+
+    def _event_line(self, view: TaskView, stamp: str) -> str:
+        label = view.detail if view.state == "retrying" else view.state
+        where = f"{view.scheduler} job {view.job_id}" if view.job_id else view.scheduler
+        took = f" after {fmt_elapsed(view.elapsed)}" if view.ended_at is not None else ""
+        why = f": {view.reason}" if view.reason else ""
+        return f"{stamp} {label:<9} {view.task_id} attempt {view.attempt} ({where}){took}{why}"
 
     def events(self, snap: Snapshot) -> list[str]:
         """Lines for every attempt whose state changed since the last call (plain mode)."""
@@ -303,34 +460,64 @@ class ProgressDisplay:
             if self._last_label.get(view.key) == label:
                 continue
             self._last_label[view.key] = label
-            where = f"{view.scheduler} job {view.job_id}" if view.job_id else view.scheduler
-            took = f" after {fmt_elapsed(view.elapsed)}" if view.ended_at is not None else ""
-            lines.append(f"{stamp} {label:<9} {view.task_id} attempt {view.attempt} ({where}){took}")
+            lines.append(self._event_line(view, stamp))
         return lines
 
-    def summary(self, snap: Snapshot) -> str:
-        parts = [f"{state} {snap.counts[state]}" for state in PROGRESS_STATES if snap.counts[state]]
-        return f"run {snap.run_id}: " + (", ".join(parts) or "nothing ran")
+    def summary(self, snap: Snapshot, final: bool = False) -> str:
+        """The run's last line: counts and wall time; when ``final``, tasks still waiting are ``not run``."""
+        counts = dict(snap.counts)
+        ended = final
+        parts = []
+        for state in PROGRESS_STATES:
+            if counts[state] and not (state == "waiting" and ended):
+                parts.append(f"{state} {counts[state]}")
+        if ended and counts["waiting"]:  # luigi ran what it could: the rest needs a task that failed
+            parts.append(f"not run {counts['waiting']}")
+        wall = f" in {fmt_elapsed(snap.taken - snap.started)}" if snap.started else ""
+        return f"run {snap.run_id}: " + (", ".join(parts) or "nothing ran") + wall
 
     # -- driving -------------------------------------------------------------------
-    def tick(self) -> Snapshot:
+    def tick(self, final: bool = False) -> Snapshot:
         """Take a snapshot and show it."""
         snap = self.snapshot()
         if self._live is not None:
             self._live.update(self.render(snap), refresh=True)
         else:
-            for line in self.events(snap):
+            for line in self._plain(snap, final):
                 self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         return snap
+
+    def _plain(self, snap: Snapshot, final: bool) -> list[str]:
+        if snap.total <= self.threshold:
+            return self.events(snap)
+        stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken))
+        lines = []
+        for view in snap.views:  # failures and retries: a line each, even in large runs
+            label = view.detail if view.state == "retrying" else view.state
+            if self._last_label.get(view.key) == label:
+                continue
+            self._last_label[view.key] = label
+            if view.state in ("failed", "retrying"):
+                lines.append(self._event_line(view, stamp))
+        if final or snap.taken - self._last_summary >= self.interval:
+            self._last_summary = snap.taken
+            eta = snap.eta()
+            lines.append(
+                f"{stamp} progress  {snap.finished}/{snap.total} ended: "
+                + ", ".join(f"{s} {snap.counts[s]}" for s in PROGRESS_STATES if snap.counts[s])
+                + (f"; ETA {fmt_elapsed(eta)}" if eta else "")
+            )
+        return lines
 
     def _loop(self) -> None:
         while not self._stop.wait(self.refresh):
             try:
                 self.tick()
             except Exception:  # a display bug must never stop the run
-                logging.getLogger(__name__).debug("progress display failed", exc_info=True)
+                log.debug("progress display failed", exc_info=True)
 
     def __enter__(self) -> ProgressDisplay:
+        self.started = time.time()
         if self.live_mode:
             self._live = Live(
                 console=self.console, auto_refresh=False, redirect_stdout=True, redirect_stderr=True, transient=False
@@ -346,19 +533,19 @@ class ProgressDisplay:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        snap = self.tick()
+        snap = self.tick(final=True)
         if self._live is not None:
             self._live.stop()
             self._live = None
             self._restore_logging()
         if exc[0] is None or snap.views:  # no summary after a configuration error before any submission
-            self.console.print(self.summary(snap), markup=False, highlight=False)
+            final_summary(self.run, self.console, snap=snap, display=self, log_path=self.log_path)
 
     def _route_logging(self) -> None:
         """Log records print above the Live display, not through it (Live redirects sys.stderr)."""
         import sys
 
-        for name in ("", "luigi", "luigi-interface"):
+        for name in ("", "luigi", "luigi-interface", "containerbatch"):
             for handler in logging.getLogger(name).handlers:
                 if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.__stderr__, sys.__stdout__):
                     self._streams.append((handler, handler.setStream(sys.stderr)))
@@ -367,3 +554,124 @@ class ProgressDisplay:
         for handler, stream in self._streams:
             handler.setStream(stream)
         self._streams.clear()
+
+
+def _setting(run: Any, name: str, default: float) -> float:
+    resolver = getattr(run, "resolver", None)
+    if resolver is None:
+        return default
+    try:
+        value = resolver.resolve(name).value
+    except Exception:  # an older settings table without the name
+        return default
+    return float(value) if value is not None else default
+
+
+# -- the end of a run ----------------------------------------------------------------
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    from containerbatch.worker import log_tail
+
+    return [ln for ln in log_tail(path, lines).splitlines()]
+
+
+def _failed_procs(run: Any) -> list[Any]:
+    seen: set[int] = set()
+    failed = []
+    for proc in list(getattr(run, "processes", {}).values()):
+        if id(proc) in seen:
+            continue
+        seen.add(id(proc))
+        if getattr(proc, "reported", False) and str(getattr(proc, "outcome", "")) == "FAILED":
+            failed.append(proc)
+    return sorted(failed, key=lambda p: (getattr(p, "ended_at", None) or 0.0, p.spec.task_id))
+
+
+def failure_block(proc: Any, tail_lines: int = SUMMARY_TAIL) -> list[str]:
+    """What the end summary says about one failed task: reason, exit code, the scheduler's words, log, tail."""
+    spec = proc.spec
+    failures = getattr(proc, "failures", None) or []
+    last = failures[-1] if failures else None
+    reason = getattr(getattr(last, "reason", None), "value", "failed") if last else "failed"
+    code = getattr(last, "exit_code", None)
+    where = f"{spec.batch_system} job {proc.job_id}" if proc.job_id else f"{spec.batch_system}, never got a job id"
+    exit_text = f", exit code {code}" if code is not None else ""
+    lines = [f"FAILED {spec.task_id} (attempt {spec.attempt}, {where}): {reason}{exit_text}"]
+    detail = str(getattr(last, "detail", "") or "").strip()
+    for line in detail.splitlines()[:12]:
+        lines.append(f"  {line.strip()}")
+    if len(failures) > 1:
+        history = ", ".join(f"{i + 1}: {getattr(f.reason, 'value', f.reason)}" for i, f in enumerate(failures))
+        lines.append(f"  attempts: {history}")
+    if reason == "submit_error":
+        submit_log = os.path.join(spec.job_dir, "submit.log")
+        if os.path.exists(submit_log):
+            lines.append(f"  submit log: {submit_log}")
+        return lines
+    stderr, stdout = getattr(spec, "stderr_path", ""), getattr(spec, "stdout_path", "")
+    tail, which = _tail(stderr, tail_lines), stderr
+    if not tail:
+        tail, which = _tail(stdout, tail_lines), stdout
+    lines.append(f"  log: {stderr}" + (f" (stdout: {stdout})" if stdout else ""))
+    if tail:
+        lines.append(f"  last lines of {os.path.basename(which)}:")
+        lines.extend(f"  | {ln}" for ln in tail)
+    return lines
+
+
+def final_summary(
+    run: Any,
+    console: Console,
+    snap: Snapshot | None = None,
+    display: ProgressDisplay | None = None,
+    log_path: str | None = None,
+) -> None:
+    """Print the end of a run: its last line, each failed task explained, and where to look next."""
+    display = display or ProgressDisplay(run, console=console, live=False)
+    if snap is None:
+        snap = display.snapshot()
+    failed = _failed_procs(run)
+    text: list[str] = []
+    if failed:
+        text.append("")
+        # the same refusal of the scheduler for many tasks is told once
+        same: dict[str, list[str]] = {}
+        told = 0
+        for proc in failed:
+            words = failure_reason(proc)
+            if words.startswith("submit_error") and words in same:
+                same[words].append(proc.spec.task_id)
+                continue
+            if told >= SUMMARY_FAILURES:
+                continue
+            same[words] = []
+            told += 1
+            block = failure_block(proc)
+            text.extend(block)
+            text.append("")
+        for others in same.values():
+            if others:
+                text.append(
+                    f"refused with the same words for {len(others)} more task(s): {', '.join(others[:5])}"
+                    + (" …" if len(others) > 5 else "")
+                )
+        untold = len(failed) - told - sum(len(o) for o in same.values())
+        if untold > 0:
+            text.append(f"… and {untold} more failed tasks: `containerbatch status` lists them")
+        if text[-1] != "":
+            text.append("")
+    text.append(display.summary(snap, final=True))
+    run_id = snap.run_id
+    if failed:
+        with_log = [p for p in failed if p.job_id]
+        text.append("next:")
+        if with_log:
+            text.append(f"  containerbatch logs {with_log[0].spec.task_id} --stderr   (the log of a failed task)")
+        text.append(f"  containerbatch status {run_id}   (every attempt, with reasons)")
+        text.append(f"  containerbatch report {run_id}   (HTML timeline and statistics)")
+    if log_path:
+        text.append(f"run log (luigi and containerbatch): {log_path}")
+    for line in text:
+        style = "bold red" if line.startswith("FAILED ") else None
+        console.print(line, markup=False, highlight=False, soft_wrap=True, style=style)

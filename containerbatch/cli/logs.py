@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from containerbatch import jobfiles
 from containerbatch.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err
 from containerbatch.cli.display import FINAL_STATES, print_json
 from containerbatch.cli.status import STATE_DIR_HELP, fail, open_journal
@@ -145,12 +146,15 @@ def _follow(journal: Journal, row: AttemptRow, path: Path, stream: str, as_json:
     try:
         while True:
             done = _ended(journal, row)  # read before the file: the last bytes come before the end mark
-            try:
-                with open(path, "rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read()
-            except FileNotFoundError:
-                chunk = b""
+            chunk = b""
+            handle = jobfiles.open_node_file(path)  # written on the node: no links, no FIFOs
+            if handle is not None:
+                try:
+                    with handle:
+                        handle.seek(offset)
+                        chunk = handle.read()
+                except OSError:
+                    chunk = b""
             if chunk:
                 offset += len(chunk)
                 text = chunk.decode(errors="replace")

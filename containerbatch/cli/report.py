@@ -1,24 +1,47 @@
-"""``containerbatch report``: a self-contained HTML timeline of a run's attempts.
+"""``containerbatch report``: a self-contained HTML page of a run: timeline, statistics, failures.
 
 The page needs no network: CSS, the data (JSON) and the script that draws the
 SVG timeline are inline.  Each attempt is one bar per scheduler lane, from
 ``submitted`` (queued part, pale) over ``started`` to ``ended`` (coloured by
 state); an attempt that has not ended reaches to the time the report was made.
+The times are the job's own (the journal records the end the job reported).
+
+Below the timeline: per task family the number of tasks and attempts, median
+and longest run time, median and longest queue wait, and failures by reason;
+then every failed attempt with its exception text (or, for a refused
+submission, the scheduler's words) and the last lines of its log.  Text that
+comes from jobs is escaped: it is shown, never interpreted.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from containerbatch import jobfiles
 from containerbatch.cli.common import EXIT_OK, out
-from containerbatch.cli.display import fmt_time, print_json
-from containerbatch.cli.status import STATE_DIR_HELP, exit_code_for, open_journal, pick_run, row_json
+from containerbatch.cli.display import FAILED_STATES, fmt_elapsed, fmt_time, print_json
+from containerbatch.cli.status import (
+    STATE_DIR_HELP,
+    clean,
+    exit_code_for,
+    open_journal,
+    pick_run,
+    row_json,
+    submit_words,
+    task_exception,
+)
+
+#: failed attempts the page details (the rest: `containerbatch status`)
+MAX_FAILURES = 50
+#: lines of a failed attempt's log on the page
+TAIL_LINES = 15
 
 COLORS = {
     "done": "#2e9d4b",
@@ -45,6 +68,9 @@ svg text { font-size: 11px; fill: #333; } svg .axis text { fill: #777; } svg .gr
 table { border-collapse: collapse; margin-top: 8px; }
 td, th { border-bottom: 1px solid #eee; padding: 2px 8px; text-align: left; white-space: nowrap; }
 th { background: #f4f4f4; } td.num { text-align: right; }
+section.failure { border-left: 3px solid #d23c3c; padding: 2px 10px; margin: 10px 0; }
+section.failure h3 { font-size: 13px; margin: 4px 0; }
+pre { background: #f6f6f6; padding: 6px 8px; margin: 4px 0; white-space: pre-wrap; font-size: 12px; }
 """
 
 _JS = r"""
@@ -134,6 +160,133 @@ def _script_json(data: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _durations(rows: list[Any]) -> tuple[list[float], list[float]]:
+    """Run times (started→ended) and queue waits (submitted→started) of ended attempts, from the job's own times."""
+    ran, waited = [], []
+    for row in rows:
+        if row.started and row.ended and row.ended >= row.started:
+            ran.append(row.ended - row.started)
+        if row.submitted and row.started and row.started >= row.submitted:
+            waited.append(row.started - row.submitted)
+    return ran, waited
+
+
+def family_stats(rows: list[Any]) -> list[dict[str, Any]]:
+    """Per task family: tasks, attempts, states, median/max run time and queue wait, failures by reason."""
+    families: dict[str, list[Any]] = {}
+    for row in rows:
+        families.setdefault(row.task_family, []).append(row)
+    stats = []
+    for family, members in sorted(families.items()):
+        ran, waited = _durations(members)
+        reasons: dict[str, int] = {}
+        for row in members:
+            if row.state in FAILED_STATES:
+                key = row.reason or row.state
+                reasons[key] = reasons.get(key, 0) + 1
+        latest: dict[str, Any] = {}
+        for row in members:
+            if row.task_id not in latest or latest[row.task_id].attempt <= row.attempt:
+                latest[row.task_id] = row
+        stats.append(
+            {
+                "family": family,
+                "tasks": len(latest),
+                "attempts": len(members),
+                "done": sum(1 for r in latest.values() if r.state == "done"),
+                "failed": sum(1 for r in latest.values() if r.state in FAILED_STATES),
+                "run_median": statistics.median(ran) if ran else None,
+                "run_max": max(ran) if ran else None,
+                "wait_median": statistics.median(waited) if waited else None,
+                "wait_max": max(waited) if waited else None,
+                "failures": dict(sorted(reasons.items())),
+            }
+        )
+    return stats
+
+
+def _tail(path: Path, lines: int) -> str:
+    return clean(jobfiles.tail_text(path, lines), 8000)
+
+
+def failure_details(rows: list[Any]) -> list[dict[str, Any]]:
+    """Every failed attempt: reason, exit code, exception text or the scheduler's words, last log lines."""
+    details = []
+    for row in rows:
+        if row.state not in FAILED_STATES:
+            continue
+        folder = Path(row.job_dir)
+        if row.reason == "submit_error":
+            text, tail, log = submit_words(row.job_dir), "", folder / "submit.log"
+        else:
+            stderr = folder / "stderr"
+            text, log = task_exception(row.job_dir), stderr
+            tail = _tail(stderr, TAIL_LINES) or _tail(folder / "stdout", TAIL_LINES)
+        details.append(
+            {
+                "task_id": row.task_id,
+                "attempt": row.attempt,
+                "job_id": row.job_id,
+                "scheduler": row.scheduler,
+                "state": row.state,
+                "reason": row.reason,
+                "exit_code": row.exit_code,
+                "exception": text,
+                "log": str(log),
+                "tail": tail,
+            }
+        )
+    return details
+
+
+def _stats_html(stats: list[dict[str, Any]]) -> str:
+    esc = html.escape
+
+    def num(value: Any) -> str:
+        return f"<td class=num>{esc(fmt_elapsed(value)) if value is not None else ''}</td>"
+
+    body = "".join(
+        f'<tr data-family="{esc(s["family"])}"><td>{esc(s["family"])}</td><td class=num>{s["tasks"]}</td>'
+        f"<td class=num>{s['attempts']}</td><td class=num>{s['done']}</td><td class=num>{s['failed']}</td>"
+        + num(s["run_median"])
+        + num(s["run_max"])
+        + num(s["wait_median"])
+        + num(s["wait_max"])
+        + f"<td>{esc(', '.join(f'{k} {v}' for k, v in s['failures'].items()))}</td></tr>"
+        for s in stats
+    )
+    return (
+        '<table id="family-stats"><thead><tr><th>family</th><th>tasks</th><th>attempts</th><th>done</th>'
+        "<th>failed</th><th>median run</th><th>max run</th><th>median queue wait</th><th>max queue wait</th>"
+        f"<th>failures by reason</th></tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def _failures_html(details: list[dict[str, Any]]) -> str:
+    esc = html.escape
+    if not details:
+        return "<p>No attempt failed.</p>"
+    parts = []
+    for d in details[:MAX_FAILURES]:
+        job = f"job {d['job_id']}" if d["job_id"] else "never got a job id"
+        words = "the scheduler said" if d["reason"] == "submit_error" else "exception"
+        parts.append(
+            f'<section class="failure" data-task="{esc(d["task_id"])}" data-attempt="{d["attempt"]}">'
+            f"<h3>{esc(d['task_id'])} attempt {d['attempt']} — {esc(d['reason'] or d['state'])}"
+            f"{', exit code ' + esc(str(d['exit_code'])) if d['exit_code'] is not None else ''}"
+            f" ({esc(d['scheduler'])}, {esc(job)})</h3>"
+            + (f'<div>{words}:</div><pre class="exception">{esc(d["exception"])}</pre>' if d["exception"] else "")
+            + f"<div>log: <code>{esc(d['log'])}</code></div>"
+            + (f'<pre class="tail">{esc(d["tail"])}</pre>' if d["tail"] else "")
+            + "</section>"
+        )
+    if len(details) > MAX_FAILURES:
+        parts.append(
+            f"<p>… and {len(details) - MAX_FAILURES} more failed attempts: <code>containerbatch status</code></p>"
+        )
+    return "".join(parts)
+
+
 def render_html(record: dict[str, Any], rows: list[Any], now: float | None = None) -> str:
     """The report page of run ``record`` with attempts ``rows`` (AttemptRow), as one string."""
     now = time.time() if now is None else now
@@ -170,6 +323,10 @@ def render_html(record: dict[str, Any], rows: list[Any], now: float | None = Non
 <div class="legend">{legend}
 <span style="color:#777">(pale: waiting in the queue; dashed: start time not recorded)</span></div>
 <div id="timelines"><noscript>The timeline needs JavaScript; the table below has the same data.</noscript></div>
+<h2>per task family</h2>
+{_stats_html(family_stats(rows))}
+<h2>failed attempts</h2>
+<div id="failures">{_failures_html(failure_details(rows))}</div>
 <h2>attempts</h2>
 <table><thead><tr><th>task id</th><th>attempt</th><th>scheduler</th><th>job id</th><th>state</th><th>reason</th>
 <th>image</th><th>submitted</th><th>started</th><th>ended</th></tr></thead><tbody>{table_rows}</tbody></table>

@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from dataclasses import replace
 from typing import Any
 
 import typer
+from luigi.cmdline_parser import CmdlineParser
 
 from containerbatch import jobscript, settings
-from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, build_task, err, out
+from containerbatch.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    build_task,
+    err,
+    log_level,
+    out,
+    setup_console_logging,
+    summarised,
+)
+from containerbatch.runlog import log_path_of
 from containerbatch.spec import SCRATCH
 
 TASK_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+#: luigi options that name a central scheduler (luigid) instead of the local one
+CENTRAL_SCHEDULER = ("--scheduler-host", "--scheduler-port", "--scheduler-url")
+
+
+def luigi_options(task_args: list[str]) -> dict[str, Any]:
+    """What process() must know of luigi's options: a central scheduler named on the command line means no
+    local scheduler (luigi reads the address itself)."""
+    named = {arg.split("=", 1)[0] for arg in task_args}
+    if named & set(CENTRAL_SCHEDULER) and "--local-scheduler" not in named:
+        return {"local_scheduler": False}
+    return {}
 
 
 def _apply_overrides(image: str | None, runtime: str | None, batch_system: str | None) -> None:
@@ -27,16 +51,23 @@ def _apply_overrides(image: str | None, runtime: str | None, batch_system: str |
 
 
 def run_summary(run_ctx: Any, ok: bool) -> dict[str, Any]:
-    """What ran where, for scripts: the last attempt of every task this run handled."""
+    """What ran where, for scripts: the last attempt of every task this run handled.
+
+    A task that never ran (a requirement failed) is listed with outcome ``NOT_RUN``; nothing ends "waiting".
+    """
     tasks = []
     for proc in {id(p): p for p in run_ctx.processes.values()}.values():
         spec = proc.spec
+        last = proc.failures[-1] if proc.failures and proc.outcome != "DONE" else None
         tasks.append(
             {
                 "task_id": spec.task_id,
                 "attempt": spec.attempt,
-                "outcome": proc.outcome,
+                "outcome": proc.outcome or "UNFINISHED",
                 "reasons": [f.reason.value for f in proc.failures],
+                "reason": last.reason.value if last else None,
+                "exit_code": last.exit_code if last else None,
+                "message": getattr(proc, "explanation", "") or None,
                 "batch_system": spec.batch_system,
                 "job_id": proc.job_id,
                 "runtime": spec.runtime,
@@ -44,7 +75,36 @@ def run_summary(run_ctx: Any, ok: bool) -> dict[str, Any]:
                 "job_dir": spec.job_dir,
             }
         )
-    return {"run_id": run_ctx.run_id, "ok": ok, "tasks": sorted(tasks, key=lambda t: t["task_id"])}
+    handled = {t["task_id"] for t in tasks}
+    for spec in getattr(run_ctx, "planned", []) or []:
+        if spec.task_id not in handled:
+            handled.add(spec.task_id)
+            tasks.append(
+                {
+                    "task_id": spec.task_id,
+                    "attempt": None,
+                    "outcome": "NOT_RUN",
+                    "reasons": [],
+                    "reason": None,
+                    "exit_code": None,
+                    "message": "not run: a task it requires failed",
+                    "batch_system": spec.batch_system,
+                    "job_id": None,
+                    "runtime": spec.runtime,
+                    "image": spec.image,
+                    "job_dir": None,
+                }
+            )
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task["outcome"]] = counts.get(task["outcome"], 0) + 1
+    return {
+        "run_id": run_ctx.run_id,
+        "ok": ok,
+        "counts": counts,
+        "log": str(log_path_of(run_ctx)),
+        "tasks": sorted(tasks, key=lambda t: t["task_id"]),
+    }
 
 
 def register(app: typer.Typer) -> None:
@@ -60,23 +120,50 @@ def register(app: typer.Typer) -> None:
             True, "--progress/--no-progress", help="Live display of the jobs (a line per change when not a terminal)."
         ),
         as_json: bool = typer.Option(False, "--json", help="At the end, one JSON document of the run on stdout."),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="Also show containerbatch's and luigi's INFO log on the console."
+        ),
+        log_level_name: str = typer.Option(
+            None,
+            "--log-level",
+            help="Console log level (DEBUG, INFO, WARNING, ERROR); DEBUG also writes luigi's DEBUG lines to the "
+            "run's log file.",
+        ),
     ) -> None:
-        """Run TASK (with its --parameters) and everything it needs."""
-        from containerbatch.cli.display import ProgressDisplay
+        """Run TASK (with its --parameters) and everything it needs.
+
+        The console shows progress and, at the end, every failure explained; the full log of luigi and
+        containerbatch is in <state_dir>/runs/<run id>/run.log.
+        """
+        from containerbatch.cli.display import ProgressDisplay, final_summary
         from containerbatch.run import Run
         from containerbatch.worker import process
 
+        setup_console_logging(log_level(verbose, log_level_name))
         _apply_overrides(image, runtime, batch_system)
         task = build_task(workflow, list(ctx.args))
         run_ctx = Run()
+        log_file = str(log_path_of(run_ctx))
+        summarised.active = True  # failures are explained once, in the end summary
+        started = time.time()
+        kwargs = luigi_options(list(ctx.args))
         try:
-            if progress and not as_json:
-                with ProgressDisplay(run_ctx, console=out):
-                    ok = process([task], workers=workers, run=run_ctx)
-            else:
-                ok = process([task], workers=workers, run=run_ctx)
+            # luigi's own options after the task (--worker-keep-alive, --scheduler-host ...) stay in force
+            # while luigi builds: its config classes read them from the active command-line parser
+            with CmdlineParser.global_instance(list(ctx.args)):
+                if progress and not as_json:
+                    with ProgressDisplay(run_ctx, console=out, log_path=log_file):
+                        ok = process([task], workers=workers, run=run_ctx, **kwargs)
+                else:
+                    ok = process([task], workers=workers, run=run_ctx, **kwargs)
+                    # --json: stdout is the document; the summary goes to stderr
+                    display = ProgressDisplay(run_ctx, console=err if as_json else out, live=False)
+                    display.started = started
+                    final_summary(run_ctx, display.console, display=display, log_path=log_file)
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        finally:
+            summarised.active = False
         if as_json:
             out.print_json(json.dumps(run_summary(run_ctx, ok)))
         raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)

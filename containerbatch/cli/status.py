@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from dataclasses import asdict
@@ -14,12 +15,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from containerbatch import jobfiles
 from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, err, out
 from containerbatch.cli.display import (
     FAILED_STATES,
     FINAL_STATES,
     fmt_elapsed,
     fmt_time,
+    one_line,
     print_json,
     styled_state,
 )
@@ -99,6 +102,59 @@ def elapsed(row: AttemptRow, now: float) -> float | None:
     return None if end is None else end - begin
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str, limit: int = 4000) -> str:
+    """Text from a job or a scheduler, safe to print: no control characters (terminal escapes), at most ``limit``."""
+    text = _UNPRINTABLE.sub("?", str(text))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _read_text(path: Path, limit: int = 65536) -> str:
+    handle = jobfiles.open_node_file(path)  # written on the node: no links, no FIFOs
+    if handle is None:
+        return ""
+    try:
+        with handle:
+            return handle.read(limit).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def submit_words(job_dir: str) -> str:
+    """What the submit command printed for a refused attempt (its stderr, else its stdout), from submit.log."""
+    text = _read_text(Path(job_dir) / "submit.log")
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("--- ") and line.rstrip().endswith(("---", "(empty)")):
+            current = line.split()[1]
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    words = "\n".join(sections.get("stderr") or sections.get("stdout") or []).strip()
+    return clean(words)
+
+
+def task_exception(job_dir: str) -> str:
+    """The exception a failed task raised, from its result.json (written on the node: validated, shown as text)."""
+    try:
+        result = jobfiles.read_result(str(Path(job_dir) / "result.json"))
+    except jobfiles.BadResult as exc:
+        return clean(f"(result refused: {exc})", 2000)
+    return clean(result.exception, 2000) if result is not None else ""
+
+
+def attempt_detail(row: AttemptRow) -> str:
+    """One line on why an attempt failed: the scheduler's words for a refused submission, else the exception."""
+    if row.state not in FAILED_STATES:
+        return ""
+    if row.reason == "submit_error":
+        return one_line(submit_words(row.job_dir), 300)
+    return one_line(task_exception(row.job_dir), 300)
+
+
 def latest_attempts(rows: list[AttemptRow]) -> dict[str, AttemptRow]:
     """The newest attempt of each task."""
     latest: dict[str, AttemptRow] = {}
@@ -111,6 +167,7 @@ def latest_attempts(rows: list[AttemptRow]) -> dict[str, AttemptRow]:
 def row_json(row: AttemptRow, now: float) -> dict[str, Any]:
     data = asdict(row)
     data["elapsed"] = elapsed(row, now)
+    data["detail"] = attempt_detail(row) or None
     return data
 
 
@@ -166,7 +223,7 @@ def status_table(record: dict[str, Any], rows: list[AttemptRow], now: float) -> 
             row.scheduler,
             row.job_id or "",
             styled_state(row.state),
-            Text(row.reason or ""),
+            Text(": ".join(filter(None, [row.reason or "", attempt_detail(row)]))),
             row.image or "",
             fmt_elapsed(elapsed(row, now)),
         )

@@ -9,9 +9,9 @@ import subprocess
 from collections.abc import Mapping
 from typing import ClassVar
 
-from containerbatch.resubmit import Reason
 from containerbatch.settings import Setting
 from containerbatch.spec import Bind, JobSpec
+from containerbatch.states import Reason
 
 #: exit codes of the job's container command that mean the runner never started
 START_FAILURES: Mapping[int, str] = {
@@ -125,25 +125,38 @@ class Runtime(abc.ABC):
         return []
 
     def exports(self, spec: JobSpec) -> dict[str, str]:
-        """Environment variables exported in the job script before the command."""
+        """Environment variables the job script exports before the command (from a 0600 file it sources)."""
+        return {}
+
+    def private_files(self, spec: JobSpec) -> dict[str, str]:
+        """Files (name in the job folder → text) the command reads, written mode 0600: e.g. the environment of
+        the container, which would show in ``ps`` on the node as arguments."""
         return {}
 
     # helpers shared by container engines -------------------------------
     @staticmethod
     def binds(spec: JobSpec) -> list[Bind]:
-        """Working, result and log folders at the same paths; the workflow's folder and the bundle read-only;
-        then the user's binds. Folders inside an already bound one are not bound again.
+        """Working, result and log folders at the same paths (read-write); then, read-only, the workflow's
+        folder (or, when that lies in a read-write folder, the workflow file itself) and the bundle; then
+        the user's binds. A read-write folder inside an already bound one is not bound again; the
+        read-only binds come after the read-write ones, so that a read-write parent never shadows them.
 
         A staged job (no shared filesystem) binds the same paths from under its scratch folder."""
-        wanted = [Bind(p, p) for p in (spec.working_dir, spec.result_dir, spec.log_dir, spec.job_dir)]
-        wanted.append(Bind(os.path.dirname(spec.module_file), os.path.dirname(spec.module_file), read_only=True))
-        if spec.bundle_dir:
-            wanted.append(Bind(spec.bundle_dir, spec.bundle_dir, read_only=True))
+
+        def inside(path: str, binds: list[Bind]) -> bool:
+            return any(path == o.src or path.startswith(o.src.rstrip("/") + "/") for o in binds)
+
         result: list[Bind] = []
-        for bind in wanted:
-            inside = any(bind.src == o.src or bind.src.startswith(o.src.rstrip("/") + "/") for o in result)
-            if not inside:
-                result.append(bind)
+        for folder in (spec.working_dir, spec.result_dir, spec.log_dir, spec.job_dir):
+            if not inside(folder, result):
+                result.append(Bind(folder, folder))
+        workflow_dir = os.path.dirname(spec.module_file)
+        read_only = [spec.module_file if inside(workflow_dir, result) else workflow_dir]
+        if spec.bundle_dir:
+            read_only.append(spec.bundle_dir)
+        for path in read_only:
+            if not any(path == b.src for b in result):
+                result.append(Bind(path, path, read_only=True))
         if spec.staged:
             result = [Bind(spec.node_path(b.src), b.dst, b.read_only) for b in result]
         return result + list(spec.binds)

@@ -12,6 +12,7 @@ import subprocess
 from typing import ClassVar
 
 from containerbatch.errors import ConfigError
+from containerbatch.jobfiles import CONTAINER_ENV
 from containerbatch.runtimes.base import Runtime
 from containerbatch.spec import JobSpec
 
@@ -47,7 +48,30 @@ class DockerRuntime(Runtime):
         return f"{self.name} not on PATH: install it (Debian: apt-get install {self.binaries[0]})"
 
     def preflight(self, spec: JobSpec) -> None:
+        self._check_env(spec)
+        for bind in self.binds(spec):
+            for folder in (bind.src, bind.dst):
+                if ":" in folder:
+                    raise ConfigError(
+                        f"{self.name} cannot bind {folder!r}: its -v syntax has no escape for ':'; rename the "
+                        "folder or choose a working_dir/result_dir/log_dir without it",
+                        setting="binds",
+                        task=spec.task_id,
+                    )
         image = spec.image or ""
+        self._check_image(spec, image)
+
+    def _check_env(self, spec: JobSpec) -> None:
+        for key, value in spec.env.items():
+            if "\n" in value or "\r" in value:
+                raise ConfigError(
+                    f"the value of {key} has a line break, which {self.name}'s --env-file cannot carry (the "
+                    "environment travels in a file only you can read, not on the command line); drop the line break",
+                    setting="env",
+                    task=spec.task_id,
+                )
+
+    def _check_image(self, spec: JobSpec, image: str) -> None:
         if image.startswith("docker://"):
             raise ConfigError(
                 f"{self.name} takes an image name such as name:tag, not {image!r}", setting="image", task=spec.task_id
@@ -94,9 +118,8 @@ class DockerRuntime(Runtime):
         argv += ["-w", spec.working_dir]
         for bind in self.binds(spec):
             argv += ["-v", f"{bind.src}:{bind.dst}" + (":ro" if bind.read_only else "")]
-        env = {"HOME": "/tmp", **self.container_env(spec)}
-        for key, value in env.items():
-            argv += ["-e", f"{key}={value}"]
+        # the environment (secrets, maybe) from a file only the user can read, not as arguments visible in ps
+        argv += ["--env-file", os.path.join(spec.node_path(spec.job_dir), CONTAINER_ENV)]
         res = spec.resources
         if res.memory_mb:
             argv += ["--memory", f"{res.memory_mb}m"]
@@ -110,6 +133,12 @@ class DockerRuntime(Runtime):
         argv += list(spec.settings.get("docker_extra_args") or [])
         argv += [spec.image or "", *spec.runner_argv()]
         return argv
+
+    def private_files(self, spec: JobSpec) -> dict[str, str]:
+        """``container.env`` for ``--env-file``: one ``NAME=value`` a line, taken literally by the engine."""
+        self._check_env(spec)
+        env = {"HOME": "/tmp", **self.container_env(spec)}
+        return {CONTAINER_ENV: "".join(f"{key}={value}\n" for key, value in env.items())}
 
     def stop_command(self, spec: JobSpec) -> list[str]:
         # TERM through --init to the runner, KILL after 10 s

@@ -17,13 +17,12 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from containerbatch.errors import SchedulerError, StatusQueryError, SubmitError
-from containerbatch.resubmit import Reason
 from containerbatch.settings import Setting
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +37,22 @@ class CommandResult:
     stderr: str
 
 
+#: the most of a command's stdout/stderr that is kept (a scheduler printing without end does not fill memory)
+MAX_OUTPUT = 64 * 1024 * 1024
+
+
 def run_command(argv: Sequence[str], timeout: float, stdin: str | None = None) -> CommandResult:
     """Run ``argv`` (no shell) with a timeout; never raises on a non-zero exit.
 
-    A timeout is a transient SchedulerError; a missing binary is a permanent one.
+    The output is bytes, decoded as UTF-8 with every undecodable byte replaced: what a scheduler prints
+    never crashes the submitter. A timeout is a transient SchedulerError; a missing binary is a permanent one.
     """
     log.debug("running %s", argv)
     started = time.monotonic()
     try:
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            list(argv), input=None if stdin is None else stdin.encode(), capture_output=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as exc:
         raise SchedulerError(
             f"{argv[0]} did not answer within {timeout:.0f} s",
@@ -61,14 +67,18 @@ def run_command(argv: Sequence[str], timeout: float, stdin: str | None = None) -
             argv=argv,
             transient=False,
         ) from None
+    except OSError as exc:  # not executable, too many arguments...
+        raise SchedulerError(f"cannot run {argv[0]}: {exc}", argv=argv, transient=False) from None
     log.debug("%s exited %s in %.2f s", argv[0], proc.returncode, time.monotonic() - started)
-    return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    return CommandResult(tuple(argv), proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
 
 def _text(data: bytes | str | None) -> str:
+    """Decode a command's output: UTF-8, undecodable bytes replaced, NULs dropped, bounded."""
     if data is None:
         return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
+    text = data[:MAX_OUTPUT].decode("utf-8", errors="replace") if isinstance(data, bytes) else data[:MAX_OUTPUT]
+    return text.replace("\0", "")
 
 
 class BaseScheduler(abc.ABC):
@@ -154,6 +164,11 @@ class BaseScheduler(abc.ABC):
     def attach(self, job_id: str, script_path: str) -> None:  # noqa: B027 (optional hook)
         """Adopt a job an earlier submitter started (after a restart, or for ``containerbatch kill``), so that
         :meth:`query` and :meth:`kill` know it.  Schedulers that ask the batch system by id need nothing."""
+
+    def find_by_name(self, name: str) -> list[str] | None:
+        """The ids of the jobs named ``name`` (adopting a job whose submitter stopped before it journaled
+        the id); None when this batch system cannot look jobs up by name."""
+        return None
 
     def release(self, job_ids: Sequence[str]) -> None:
         """Release held jobs (``held_action = release``)."""
@@ -264,7 +279,18 @@ class Scheduler(BaseScheduler):
             result = self._run(argv)
         except SchedulerError as exc:
             raise SubmitError(str(exc), argv=argv, transient=exc.transient) from None
-        return self.parse_submit(result)
+        try:
+            return self.parse_submit(result)
+        except SchedulerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a parser choking on garbage is the scheduler's error
+            raise SubmitError(
+                f"cannot read what {argv[0]} printed ({type(exc).__name__}: {exc})",
+                argv=argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr or result.stdout[-2000:],
+            ) from None
 
     def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """States of ``job_ids`` with one status call, plus one history call for those that left the queue."""
@@ -275,15 +301,35 @@ class Scheduler(BaseScheduler):
             result = self._run(argv)
         except SchedulerError as exc:
             raise StatusQueryError(str(exc), argv=argv, transient=exc.transient) from None
-        states = self.parse_status(result, job_ids)
+        states = self._parsed(self.parse_status, result, job_ids)
         gone = [j for j in job_ids if j not in states]
         if gone:
             history = self.history_argv(gone)
             if history is not None:
                 try:
-                    states.update(self.parse_history(self._run(history), gone))
+                    states.update(self._parsed(self.parse_history, self._run(history), gone))
                 except SchedulerError as exc:
                     raise StatusQueryError(str(exc), argv=history, transient=exc.transient) from None
+        return {job_id: status for job_id, status in states.items() if job_id in job_ids}
+
+    def _parsed(self, parse: Any, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """``parse(result, job_ids)``; a parser that chokes on what the command printed is a transient
+        StatusQueryError (asked again with back-off), never an exception out of the poller."""
+        try:
+            states = parse(result, job_ids)
+        except SchedulerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - garbage in, a status error out
+            raise StatusQueryError(
+                f"cannot read what {result.argv[0]} printed ({type(exc).__name__}: {str(exc)[:200]})",
+                argv=result.argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr or result.stdout[-2000:],
+                transient=True,
+            ) from None
+        if not isinstance(states, dict):
+            raise StatusQueryError(f"{result.argv[0]}: the parser returned no states", argv=result.argv, transient=True)
         return states
 
     def kill(self, job_ids: Sequence[str]) -> None:
@@ -310,9 +356,26 @@ class Scheduler(BaseScheduler):
 CommandScheduler = Scheduler
 
 
-def submit_error(result: CommandResult, transient_markers: Sequence[str], hint: str) -> SubmitError:
-    """A refused submission; transient when the output shows one of ``transient_markers``."""
-    transient = any(marker in result.stdout + result.stderr for marker in transient_markers)
+def submit_error(
+    result: CommandResult,
+    transient_markers: Sequence[str],
+    hint: str,
+    fixes: Sequence[tuple[str, str]] = (),
+) -> SubmitError:
+    """A refused submission; transient when the output shows one of ``transient_markers``.
+
+    ``fixes`` are the scheduler's own refusal words (regular expressions) with
+    the fix for each (a permanent refusal: asking again would not help); the
+    first that matches replaces ``hint``.
+    """
+    import re
+
+    said = result.stdout + result.stderr
+    transient = any(marker in said for marker in transient_markers)
+    for pattern, fix in fixes:
+        if not transient and re.search(pattern, said, re.IGNORECASE):
+            hint = fix
+            break
     return SubmitError(
         f"{result.argv[0]} did not submit the job"
         + ("; the batch system did not answer, retrying may help" if transient else f"; {hint}"),

@@ -21,16 +21,27 @@ from collections.abc import Sequence
 
 from containerbatch.errors import ConfigError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 ATTRIBUTES = (
     "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,HoldReasonCode,"
     "EnteredCurrentStatus,RemoveReason"
 )
 _SUBMITTED = re.compile(r"(\d+) job\(s\) submitted to cluster (\d+)\.|^\s*(\d+)\.\d+ - \d+\.\d+\s*$", re.M)
+#: condor_submit's permanent refusals and their fix
+_SUBMIT_FIXES = (
+    (
+        r"Submit requirements|SUBMIT_REQUIREMENT",
+        "the pool's submit requirements refuse the job: see the reason above and adjust htcondor_settings or resources",
+    ),
+    (
+        r"Parse error|syntax error|Unknown attribute",
+        "the submit description is refused: check htcondor_settings "
+        "(`containerbatch show TASK` prints the submit file)",
+    ),
+)
 _TRANSIENT = (
     "Failed to fetch ads",
     "Can't find address",
@@ -244,7 +255,7 @@ class HTCondorScheduler(Scheduler):
         match = _SUBMITTED.search(result.stdout)
         if result.exit_code == 0 and match:
             return match.group(2) or match.group(3)
-        raise submit_error(result, _TRANSIENT, f"check {result.argv[-1]}")
+        raise submit_error(result, _TRANSIENT, f"check {result.argv[-1]}", _SUBMIT_FIXES)
 
     # -- status ----------------------------------------------------------------
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:

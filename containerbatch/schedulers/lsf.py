@@ -20,10 +20,9 @@ from collections.abc import Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import StatusQueryError
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +39,27 @@ _TRANSIENT = (
     "not responding",
     "Failed in an LSF library call",
     "Please wait",
+)
+#: bsub's permanent refusals and their fix (bsub names the bad value itself)
+_SUBMIT_FIXES = (
+    (
+        r"no such queue|queue does not exist",
+        "the queue does not exist here: `bqueues` lists the queues; set "
+        "resources={'queue': ...} (or CONTAINERBATCH_RESOURCES) to one of them",
+    ),
+    (
+        r"project|not a valid account|user not in",
+        "the project (-P, resources 'account') is not one you may use: `bugroup`/your site's docs list yours",
+    ),
+    (
+        r"bad argument|illegal option|unknown option|invalid option",
+        "bsub does not take one of the options: check "
+        "lsf_extra_args and resources (`containerbatch show TASK` prints the command)",
+    ),
+    (
+        r"memory|rusage|resource requirement",
+        "the memory or resource request is refused: check resources and lsf_memory_unit (`containerbatch show TASK`)",
+    ),
 )
 _CANCELLED = ("TERM_OWNER", "TERM_ADMIN", "TERM_FORCE_OWNER", "TERM_FORCE_ADMIN")
 #: LSF's exit reasons (https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=bjobs-job-exit-reasons)
@@ -137,6 +157,7 @@ class LSFScheduler(Scheduler):
             result,
             _TRANSIENT,
             "check the queue, resources and lsf_extra_args (`containerbatch show` prints the command)",
+            _SUBMIT_FIXES,
         )
 
     # -- status ----------------------------------------------------------------

@@ -31,11 +31,10 @@ from collections.abc import Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.settings import plugin_setting
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,9 @@ from collections.abc import Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,21 @@ STATE_MAP: dict[str, JobState] = {
     "DEADLINE": S.TIMEOUT,  # DL: would not finish before its --deadline
     "TIMEOUT": S.TIMEOUT,  # TO: reached its time limit
 }
+#: sbatch's permanent refusals and their fix
+_SUBMIT_FIXES = (
+    (r"invalid partition", "the partition does not exist: `sinfo -s` lists them; set resources={'partition': ...}"),
+    (
+        r"invalid account",
+        "the account (or account/partition pair) is not yours: `sacctmgr show assoc user=$USER "
+        "format=account,partition` lists yours; set resources={'account': ...}",
+    ),
+    (r"invalid qos", "the QOS is not allowed: `sacctmgr show assoc user=$USER format=qos`; check slurm_extra_args"),
+    (
+        r"requested node configuration is not available|memory specification",
+        "no node can give what is asked: lower resources memory/cpus/gpus (`sinfo -o '%P %m %c %G'` shows the nodes)",
+    ),
+    (r"time limit", "the walltime exceeds the partition's limit: `sinfo -o '%P %l'`; lower resources walltime"),
+)
 _TRANSIENT = ("Socket timed out", "Unable to contact slurm controller", "temporarily unable", "Connection refused")
 #: Slurm's words for why a job failed (native states; see STATE_MAP's link)
 FAILURE_WORDS: dict[str, Reason] = {
@@ -157,7 +171,9 @@ class SlurmScheduler(Scheduler):
         first = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
         job_id = first.split(";", 1)[0].strip()  # "123" or "123;cluster"
         if result.exit_code != 0 or not job_id.isdigit():
-            raise submit_error(result, _TRANSIENT, "see stderr; `containerbatch show` prints the directives")
+            raise submit_error(
+                result, _TRANSIENT, "see stderr; `containerbatch show` prints the directives", _SUBMIT_FIXES
+            )
         return job_id
 
     # -- status ---------------------------------------------------------------
