@@ -19,7 +19,7 @@ PACKAGE = ROOT / "containerbatch"
 
 #: top to bottom, as in docs/architecture.rst ("Layers"); a name covers the module and its submodules
 LAYERS: list[tuple[str, set[str]]] = [
-    ("entry points", {"containerbatch.__main__", "containerbatch.cli"}),
+    ("entry points", {"containerbatch.__main__", "containerbatch.cli", "containerbatch.b2luigi"}),
     ("test kit", {"containerbatch.testing"}),
     ("orchestration", {"containerbatch.run", "containerbatch.worker"}),
     ("services", {"containerbatch.poller", "containerbatch.docs"}),
@@ -61,6 +61,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "containerbatch.spec",
             "containerbatch.states",
             "containerbatch.errors",
+            "containerbatch.jobfiles",
+            "containerbatch.runlog",
             "containerbatch.runner",
         },
     ),
@@ -128,7 +130,7 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None  # (length of the matching name, layer index)
     for index, (_, names) in enumerate(LAYERS):
         for name in names:
-            if module == name or module.startswith(name + "."):
+            if module == name or (name != "containerbatch" and module.startswith(name + ".")):
                 if best is None or len(name) > best[0]:
                     best = (len(name), index)
     return None if best is None else best[1]
