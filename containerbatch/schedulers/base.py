@@ -114,6 +114,10 @@ class BaseScheduler(abc.ABC):
         Seconds between status queries unless ``poll_interval`` is set.
     submit_file_name:
         The file :meth:`submit_file` is written to in the job folder, if the batch system takes one.
+    STAGES_FILES:
+        The batch system carries files to and from the node (no shared filesystem) when ``transfer_files``
+        is set: it sends ``<job_dir>/stage-in.tar.gz`` and brings back ``stage-out.tar.gz`` and the
+        done-marker, starting the job in a scratch folder (``$_CONDOR_SCRATCH_DIR``, else its cwd).
     """
 
     name: ClassVar[str] = ""
@@ -125,6 +129,7 @@ class BaseScheduler(abc.ABC):
     default_poll_interval: ClassVar[float] = 30.0
     TRANSIENT_MARKERS: ClassVar[tuple[str, ...]] = ()
     submit_file_name: ClassVar[str | None] = None
+    STAGES_FILES: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, object] | None = None) -> None:
         self.settings = dict(settings or {})

@@ -130,6 +130,7 @@ class HTCondorScheduler(Scheduler):
     name = "htcondor"
     commands = ("condor_submit", "condor_q", "condor_history", "condor_rm")
     submit_file_name = "job.sub"
+    STAGES_FILES = True  # transfer_files: one archive in, one out (should_transfer_files = YES)
     DOCS_URL = "https://htcondor.readthedocs.io/en/latest/classad-attributes/job-classad-attributes.html#JobStatus"
     TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = {  # JobStatus codes, see DOCS_URL
