@@ -14,8 +14,9 @@ output, and three end-to-end runs of the ``containerbatch`` CLI.  Hooks (class a
 methods) say where the batch system's commands are (a fake's ``bin`` folder, wrappers) and what it
 can show.  :class:`RuntimeContract` does the same for a runtime (``runtime = "mine"``, ``image()``):
 valid plugin, well-formed claims and start failures, hostile values, a task run end to end with its
-bound input and env setting intact and a failing task reported.  :mod:`containerbatch.testing.fakes` holds the machinery to write a small fake of a batch
-system's commands (file-locked state, a call log, jobs run as real processes).
+bound input and env setting intact and a failing task reported.  :mod:`containerbatch.testing.fakes`
+holds the machinery to write a small fake of a batch system's commands (file-locked state, a call log,
+jobs run as real processes).
 
 Needs pytest (the kit is imported by test suites only).
 """
