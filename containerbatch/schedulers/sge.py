@@ -309,7 +309,8 @@ class SGEScheduler(Scheduler):
 
     def harmless_kill_error(self, result: CommandResult) -> bool:
         lines = [ln for ln in (result.stderr + "\n" + result.stdout).splitlines() if ln.strip()]
-        return bool(lines) and all(_NOT_FOUND.search(line) or "registered the job" in line for line in lines)
+        done = ("registered the job", "has deleted job")  # what qdel says for the ids it did cancel
+        return bool(lines) and all(_NOT_FOUND.search(line) or any(d in line for d in done) for line in lines)
 
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["qrls", *job_ids]
