@@ -2,7 +2,8 @@
 # The README's test command: set up everything the tests need on a fresh
 # Debian 12 machine (root, no systemd), then run the whole suite.
 #   Docker + Podman with the image cb-demo:latest, a one-node Slurm, a one-node Grid Engine (container),
-#   chromium and tmux (report and live-display tests), the Python package.
+#   chromium and tmux (report and live-display tests), the Python package, and a one-container
+#   HTCondor pool with Apptainer built from Debian packages (ci/htcondor/run.sh).
 # Live tests are required when CI is set: a missing engine fails, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +19,25 @@ fi
 bash ci/docker/setup.sh
 bash ci/slurm/setup.sh
 bash ci/sge/setup.sh   # one-node Grid Engine 8.1.9 in a container (~25 s the first time)
+# HTCondor 25.x + Apptainer (Debian sid) in one container; the live tests use its tools in ci/htcondor/bin.
+# HTCondor 23.x (trixie) is built alongside and runs the scenario comparison (the contract subset) afterwards.
+bash ci/htcondor/run.sh up
+export CB_HTCONDOR_BIN=$PWD/ci/htcondor/bin
+CB_CONDOR_SUITE=trixie nice -n 10 bash ci/htcondor/run.sh up > /tmp/cb-condor-trixie-up.log 2>&1 &
+trixie=$!
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 status=0
 python3 -m pytest "$@" || status=$?
+if wait "$trixie"; then
+    CB_HTCONDOR_BIN=$PWD/ci/htcondor/bin-trixie python3 -m pytest -p no:cacheprovider \
+        tests/test_htcondor_scenario.py -k live_pool || status=$?
+else
+    cat /tmp/cb-condor-trixie-up.log >&2
+    status=1
+fi
 if [ "$status" -ne 0 ]; then
     bash ci/slurm/dump.sh || true
     /usr/bin/docker logs --tail 30 cb-sge 2>&1 || true
+    bash ci/htcondor/run.sh dump || true
 fi
 exit "$status"

@@ -22,6 +22,7 @@ GROUP_TITLES = {
     "polling": "Polling",
     "scheduler": "Batch systems",
     "resubmission": "Resubmission",
+    "batching": "Many tasks per submission",
     "output": "Output of containerbatch run",
 }
 

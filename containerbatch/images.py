@@ -40,6 +40,8 @@ SQUASHFS_MAGIC = b"hsqs"
 REMOTE_SCHEMES = ("docker://", "oras://", "library://", "shub://", "http://", "https://")
 #: Images apptainer reads from the local Docker engine.
 DAEMON_PREFIX = "docker-daemon:"
+#: Images apptainer reads from a ``docker save`` tar file (no engine or registry needed).
+ARCHIVE_PREFIX = "docker-archive:"
 DEFAULT_PULL_TIMEOUT = 3600.0
 
 
@@ -49,7 +51,7 @@ def is_remote(image: str) -> bool:
     >>> is_remote("docker://python:3.11"), is_remote("docker-daemon:cb-demo:latest"), is_remote("analysis.sif")
     (True, True, False)
     """
-    return image.startswith(REMOTE_SCHEMES) or image.startswith(DAEMON_PREFIX)
+    return image.startswith(REMOTE_SCHEMES) or image.startswith((DAEMON_PREFIX, ARCHIVE_PREFIX))
 
 
 def sif_header_ok(head: bytes) -> bool:
@@ -100,8 +102,9 @@ def cache_path(cache_dir: str | os.PathLike[str], uri: str) -> Path:
 
 
 def conversion_argv(binary: str, dest: str, uri: str) -> list[str]:
-    """``apptainer pull DEST URI``, or ``apptainer build DEST docker-daemon:…`` (pull cannot read the engine)."""
-    if uri.startswith(DAEMON_PREFIX):
+    """``apptainer pull DEST URI``, or ``apptainer build DEST docker-daemon:…`` / ``docker-archive:…`` (pull
+    reads neither the engine nor a tar file)."""
+    if uri.startswith((DAEMON_PREFIX, ARCHIVE_PREFIX)):
         return [binary, "build", dest, uri]
     return [binary, "pull", dest, uri]
 
@@ -181,7 +184,9 @@ def _valid_sif(path: Path) -> bool:
         return False
 
 
-def convert_dockerfile(dockerfile: str | os.PathLike[str], *, bootstrap: str = "docker") -> str:
+def convert_dockerfile(
+    dockerfile: str | os.PathLike[str], *, bootstrap: str = "docker", base_archive: str | None = None
+) -> str:
     """Translate a Dockerfile into an Apptainer/Singularity definition file (offline, with spython).
 
     Parameters
@@ -190,7 +195,10 @@ def convert_dockerfile(dockerfile: str | os.PathLike[str], *, bootstrap: str = "
         Path of the Dockerfile.
     bootstrap:
         ``docker`` (the base image comes from a registry) or ``docker-daemon``
-        (from the local Docker engine, for images that were never pushed).
+        (from the local Docker engine, for images that were never pushed) or ``docker-archive`` (from
+        ``base_archive``, a ``docker save`` tar file: needs neither an engine nor a registry).
+    base_archive:
+        The tar file of the base image, for ``docker-archive`` (the Dockerfile's ``FROM`` names the image it holds).
 
     Returns
     -------
@@ -208,8 +216,14 @@ def convert_dockerfile(dockerfile: str | os.PathLike[str], *, bootstrap: str = "
     path = Path(dockerfile)
     if not path.is_file():
         raise ConfigError(f"Dockerfile {path} does not exist")
-    if bootstrap not in ("docker", "docker-daemon"):
-        raise ConfigError(f"bootstrap must be docker or docker-daemon, not {bootstrap!r}")
+    if bootstrap not in ("docker", "docker-daemon", "docker-archive"):
+        raise ConfigError(f"bootstrap must be docker, docker-daemon or docker-archive, not {bootstrap!r}")
+    if (bootstrap == "docker-archive") != (base_archive is not None):
+        raise ConfigError("bootstrap docker-archive needs the base image's tar file (--base-archive), and only it")
+    if base_archive is not None and ("\n" in base_archive or not Path(base_archive).is_file()):
+        raise ConfigError(
+            f"base image archive {base_archive!r} is not a file; make it with `docker save -o FILE IMAGE`"
+        )
     try:
         recipe = DockerParser(str(path)).recipe
         text = str(SingularityWriter(recipe).convert())
@@ -217,4 +231,7 @@ def convert_dockerfile(dockerfile: str | os.PathLike[str], *, bootstrap: str = "
         raise ConfigError(f"spython could not convert {path}: {exc!r}") from None
     if bootstrap != "docker":
         text = re.sub(r"^Bootstrap: docker$", f"Bootstrap: {bootstrap}", text, count=0, flags=re.MULTILINE)
+    if base_archive is not None:
+        archive = str(Path(base_archive).resolve())
+        text = re.sub(r"^From: .*$", lambda _m: f"From: {archive}", text, count=1, flags=re.MULTILINE)
     return text if text.endswith("\n") else text + "\n"

@@ -19,6 +19,7 @@ scratch folder (HTCondor brings both back; see :mod:`containerbatch.staging`).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -66,11 +67,18 @@ def render(
     exports: Mapping[str, str] | None = None,
     epilogue: Sequence[tuple[Sequence[str], str | None]] = (),
     env_file: str | None = None,
+    before_finish: Sequence[str] = (),
+    inside_image: bool = False,
 ) -> str:
     """Return the text of job.sh for ``spec`` running ``command``.
 
     With ``env_file`` (a path on the node), ``exports`` are not written into the script, which the batch
     system may show to anyone: the script sources that file (mode 0600, see :func:`render_env`) instead.
+    ``before_finish`` are lines (already quoted) run after the epilogue, before the job's own
+    exit code and marker are written (a job of several tasks marks each of them there).
+
+    ``inside_image``: the batch system starts the container and job.sh runs in it; the script then refuses
+    (exit 125) to run the task when it finds itself outside any container, or without the shared folders.
     """
     lines = ["#!/bin/bash"]
     lines += list(directives)
@@ -121,6 +129,8 @@ def render(
             'cd -- "$cb_scratch" || cb_finish 2',
         ]
     else:
+        if inside_image:
+            lines += _inside_image_checks(spec)
         lines += [
             f"cd -- {q(spec.working_dir)} ||",
             "    { echo 'containerbatch: cannot enter the working directory' >&2; cb_finish 2; }",
@@ -142,7 +152,37 @@ def render(
         'wait "$cb_child"',
         "cb_rc=$?",
         *[join(argv) + (f" > {q(out)}" if out else "") + " 2>/dev/null" for argv, out in epilogue],
+        *before_finish,
         'cb_finish "$cb_rc"',
         "",
     ]
     return "\n".join(lines)
+
+
+def _inside_image_checks(spec: JobSpec) -> list[str]:
+    """Lines that stop a job HTCondor started outside its image, or in one without the shared folders."""
+    image = q(str(spec.image or ""))
+    outside = (
+        f"containerbatch: the batch system started this job outside any container, not in image {image}: the "
+        "execute node ignores the image (HTCondor runs +SingularityImage only where SINGULARITY_JOB is set); "
+        "refusing to run the task on the bare node"
+    )
+    unbound = (
+        "containerbatch: $cb_path is not visible inside the container: the pool must bind the shared filesystem "
+        "into the containers it starts (HTCondor: SINGULARITY_BIND_EXPR on the execute nodes)"
+    )
+    needed = [spec.module_file, os.path.dirname(spec.marker_path)] + ([spec.bundle_dir] if spec.bundle_dir else [])
+    # Apptainer/Singularity name the image in the container's environment; a Docker container has /.dockerenv
+    # (which the node may have too, when it is a container itself: only trusted for a Docker image)
+    docker = spec.runtime in ("docker", "podman") or str(spec.image or "").startswith("docker://")
+    test = '[ -z "${APPTAINER_CONTAINER:-}${SINGULARITY_CONTAINER:-}" ]' + (
+        " && [ ! -e /.dockerenv ]" if docker else ""
+    )
+    return [
+        f"if {test}; then",
+        f"    echo {q(outside)} >&2; cb_finish 125",
+        "fi",
+        f"for cb_path in {' '.join(q(p) for p in needed)}; do",
+        f'    [ -e "$cb_path" ] || {{ echo "{unbound}" >&2; cb_finish 125; }}',
+        "done",
+    ]

@@ -251,7 +251,7 @@ class Poller:
                     job.status = JobStatus(JobState.UNKNOWN, "query failed", None, why[:500])
 
     def _query(self, scheduler: Scheduler, jobs: list[TrackedJob], clock: _SchedulerClock) -> None:
-        ids = [j.job_id for j in jobs]
+        ids = list(dict.fromkeys(j.job_id for j in jobs))  # a job may run several tasks
         try:
             states = self._retrying(scheduler, jobs)(scheduler.query, ids)
             self.queries += 1

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,9 @@ class Run:
         self.node_context: dict[str, Any] = {"argv": list(sys.argv)}
         self.dynamic_rounds: dict[str, tuple[int, int]] = {}  # task id -> (rounds, rounds with deps complete here)
         self._warned_outside: set[str] = set()
+        from containerbatch.batching import Batcher
+
+        self.batcher = Batcher(self)  # arrays, tasks_per_job, submit_rate, canary
 
     # -- plugins -------------------------------------------------------------
     def scheduler(self, values: dict[str, Any]) -> Scheduler:
@@ -122,8 +125,8 @@ class Run:
                 spec = replace(spec, bundle_dir=bundle)
         return spec
 
-    def render(self, spec: JobSpec) -> tuple[str, list[str], str | None]:
-        """(job script, container argv, submit file) for ``spec``."""
+    def render(self, spec: JobSpec, before_finish: Sequence[str] = ()) -> tuple[str, list[str], str | None]:
+        """(job script, container argv, submit file) for ``spec``; ``before_finish``: see jobscript.render."""
         scheduler = self.scheduler(dict(spec.settings))
         if scheduler.runs_container(spec):
             # the batch system starts the container (HTCondor container universe,
@@ -140,6 +143,8 @@ class Run:
             exports=runtime.exports(spec),
             epilogue=runtime.epilogue(spec),
             env_file=os.path.join(spec.node_path(spec.job_dir), ENV_FILE),
+            before_finish=before_finish,
+            inside_image=scheduler.runs_container(spec),
         )
         return script, command, scheduler.submit_file(spec)
 
@@ -286,7 +291,7 @@ class Run:
                 by_scheduler.setdefault(id(proc.scheduler), (proc.scheduler, []))[1].append(proc)
         count = 0
         for scheduler, procs in by_scheduler.values():
-            ids = [p.job_id for p in procs if p.job_id]
+            ids = list(dict.fromkeys(p.job_id for p in procs if p.job_id))  # a job may run several tasks
             try:
                 scheduler.kill(ids)
             except SchedulerError as exc:

@@ -7,6 +7,11 @@ luigi, and runs on Python 3.8 or newer, inside whatever image the task names.
 
 Exit codes: 0 success (or new dynamic dependencies), 1 the task failed,
 2 the task could not be rebuilt (workflow file or parameters do not match).
+
+A job of several tasks (``tasks_per_job``) names a group folder whose
+``group.json`` lists the tasks' job folders: the interpreter imports luigi
+once and forks one child per task (up to ``parallel`` at once), each writing
+its own result.json, exit_code and logs; the exit code is the worst child's.
 """
 
 import importlib
@@ -21,6 +26,7 @@ import traceback
 
 RESULT = "result.json"
 TASK = "task.json"
+GROUP = "group.json"
 
 
 def write_json_atomic(path, data):
@@ -175,12 +181,71 @@ def run_task(task, info):
         to_send = requires.paths
 
 
+def _run_child(job_dir):
+    """In a forked child: this task's logs, then the one-task runner; never returns."""
+    code = 2
+    try:
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            target = os.open(os.path.join(job_dir, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        code = main([job_dir])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _write_code(job_dir, code):
+    tmp = os.path.join(job_dir, "exit_code.tmp")
+    with open(tmp, "w") as handle:
+        handle.write("%d\n" % code)
+    os.replace(tmp, os.path.join(job_dir, "exit_code"))
+
+
+def run_group(group_dir):
+    """Run every task of a group job; returns the worst exit code."""
+    with open(os.path.join(group_dir, GROUP)) as handle:
+        group = json.load(handle)
+    job_dirs = [str(d) for d in group["job_dirs"]]
+    parallel = max(1, int(group.get("parallel", 1)))
+    import luigi  # noqa: F401  (imported once, before the children fork)
+
+    running = {}
+    worst = 0
+    todo = list(job_dirs)
+    while todo or running:
+        while todo and len(running) < parallel:
+            job_dir = todo.pop(0)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _run_child(job_dir)
+            running[pid] = job_dir
+        pid, status = os.wait()
+        job_dir = running.pop(pid, None)
+        if job_dir is None:
+            continue
+        code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        _write_code(job_dir, code)
+        sys.stderr.write("containerbatch runner: %s ended with %d\n" % (job_dir, code))
+        worst = max(worst, code)
+    return worst
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.stderr.write("usage: python3 -m containerbatch.runner JOBDIR\n")
         return 2
     job_dir = argv[0]
+    if os.path.exists(os.path.join(job_dir, GROUP)):
+        return run_group(job_dir)
     with open(os.path.join(job_dir, TASK)) as handle:
         info = json.load(handle)
     started = time.time()

@@ -71,6 +71,20 @@ def _as_opt_float(value: Any) -> float | None:
     return None if value is None else _as_float(value)
 
 
+def _positive_int(value: Any) -> int:
+    number = _as_int(value)
+    if number < 1:
+        raise TypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = _as_int(value)
+    if number < 0:
+        raise TypeError(f"expected a whole number of at least 0, got {value!r}")
+    return number
+
+
 def _as_opt_int(value: Any) -> int | None:
     return None if value is None else _as_int(value)
 
@@ -358,6 +372,15 @@ DEFINITIONS: dict[str, Setting] = {
             "apptainer or singularity binary; default: whichever is on PATH.",
             "runtime",
         ),
+        _s(
+            "node_engine_binary",
+            _as_opt_str,
+            None,
+            "str",
+            "The container engine's client as the job script calls it on the node (a name on the node's PATH or "
+            "a path there); default: docker_binary/apptainer_binary if set, else the engine's name.",
+            "runtime",
+        ),
         _s("apptainer_extra_args", _as_str_list, [], "list[str]", "Extra arguments to apptainer exec.", "runtime"),
         _s("apptainer_cleanenv", _as_bool, True, "bool", "Run apptainer with --cleanenv.", "runtime"),
         _s("apptainer_containall", _as_bool, False, "bool", "Run apptainer with --containall.", "runtime"),
@@ -480,6 +503,53 @@ DEFINITIONS: dict[str, Setting] = {
             "After held_timeout: fail (remove the job; the failure may be resubmitted), release it, or remove it "
             "(same as fail).",
             "scheduler",
+        ),
+        _s(
+            "tasks_per_job",
+            _positive_int,
+            1,
+            "int",
+            "Up to this many ready tasks of one family, image and resources run in one job: one container start, "
+            "one interpreter; each keeps its own result, marker and log (run one after another, or up to the "
+            "job's cpus at once). A failed task is resubmitted alone.",
+            "batching",
+        ),
+        _s(
+            "max_array_size",
+            _non_negative_int,
+            0,
+            "int",
+            "Largest job array (Slurm --array, LSF name[1-N], one HTCondor cluster) that ready jobs sharing "
+            "everything but their parameters go out in; 0 (the default) submits every job on its own. Keep it at "
+            "or below the site's limit (Slurm MaxArraySize, LSF MAX_JOB_ARRAY_SIZE; 1000 is safe on defaults).",
+            "batching",
+        ),
+        _s(
+            "batch_window",
+            _as_float,
+            1.0,
+            "float",
+            "Seconds a ready task waits for others to share its array or job (tasks_per_job, max_array_size); "
+            "a full array or job goes out at once.",
+            "batching",
+        ),
+        _s(
+            "submit_rate",
+            _as_float,
+            0.0,
+            "float",
+            "Most submissions per minute to one batch system (an array counts once); 0: no limit.",
+            "batching",
+        ),
+        _s(
+            "canary_threshold",
+            _non_negative_int,
+            0,
+            "int",
+            "Before more than this many tasks go out in an image on a batch system, one small job first starts "
+            "that image's python with the runner; if it fails nothing else is submitted and its log is shown. "
+            "0: no canary.",
+            "batching",
         ),
         _s(
             "max_attempts",

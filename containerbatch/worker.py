@@ -41,7 +41,7 @@ from containerbatch.resubmit import Failure, classify, policy_from_settings
 from containerbatch.run import Run
 from containerbatch.runlog import FAILURE_ATTR
 from containerbatch.spec import JobSpec, Resources
-from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, Reason
+from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, JobStatus, Reason
 
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
 
@@ -92,6 +92,7 @@ class JobProcess:
         self._stage_wait_since: float | None = None
         self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
         self.explanation = ""  # what was reported to luigi (a failure's full message)
+        self.deferred = False  # waiting in the batcher for its submission
         self.submitted_at: float | None = None
         # the submit side's own record of the attempt, never read back from the job folder
         self.absent_outputs: tuple[str, ...] = ()
@@ -246,11 +247,19 @@ class JobProcess:
             absent_outputs=self.absent_outputs,
         )
         self.journal.record_submit(job_id=None, state=AttemptState.SUBMITTING.value, **record)  # type: ignore[arg-type]
+        if self.run_ctx.batcher.defer(self):
+            return  # goes out with others (arrays, tasks_per_job) or within submit_rate: containerbatch.batching
         try:
             self.job_id = self.scheduler.submit(spec)
         except BaseException:
             self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="submit_error")
             raise
+        self.submitted_done()
+
+    def submitted_done(self) -> None:
+        """Record and follow the job that now runs this task (``job_id`` set)."""
+        spec = self.spec
+        assert self.job_id is not None
         self.submitted_at = time.time()
         self.journal.set_job_id(spec.task_id, spec.attempt, self.job_id)
         self._journal_state = AttemptState.SUBMITTED.value
@@ -294,6 +303,8 @@ class JobProcess:
             if time.time() >= self._resubmit_at:
                 self._resubmit()
             return not self.reported
+        if self.run_ctx.batcher.waiting(self):
+            return True
         tracked = self.run_ctx.poller.get(self.key)
         if tracked is None:
             return True
@@ -414,6 +425,9 @@ class JobProcess:
             self._report(PENDING, "", new_deps=deps)  # type: ignore[arg-type]
             return
         status = self._why_ended(tracked)
+        if status is not tracked.status and status.state in _NOT_OVER:
+            self._run_continues(tracked, status)
+            return
         oom = (jobfiles.read_small(str(Path(spec.job_dir) / jobfiles.OOM_KILLED)) or "").strip() == "true"
         failure = classify(
             result.as_dict() if result is not None else None,
@@ -489,6 +503,22 @@ class JobProcess:
             )
             return Failure(Reason.OUTPUTS_MISSING, detail, None)
         return None
+
+    def _run_continues(self, tracked: TrackedJob, status: JobStatus) -> None:
+        """The job script ended (a marker landed) but the scheduler still has the job: it was evicted and will
+        run again (HTCondor's condor_hold stops a running job; condor_release starts it anew). Keep waiting."""
+        spec = self.spec
+        log.warning(
+            "%s: %s job %s stopped (exit %s) but is %s, not over (evicted, e.g. by a hold); waiting for it",
+            spec.task_id,
+            spec.batch_system,
+            self.job_id,
+            tracked.ended_code,
+            status.state.value,
+        )
+        for path in (Path(spec.marker_path), Path(spec.job_dir) / "exit_code", Path(spec.job_dir) / "cancelled"):
+            path.unlink(missing_ok=True)
+        self._track()
 
     def _failed(self, failure: Failure, started: float | None = None) -> None:
         spec = self.spec
@@ -586,6 +616,12 @@ class JobProcess:
         log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
 
+    def canary_failed(self, message: str) -> None:
+        """The canary of this task's image failed: the task was never submitted."""
+        spec = self.spec
+        self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="image_error")
+        self._report(FAILED, f"containerbatch did not submit {spec.task_id}: {message}")
+
     def _resubmit(self) -> None:
         assert self._next_spec is not None
         self.spec, self._next_spec, self._resubmit_at = self._next_spec, None, None
@@ -638,6 +674,11 @@ def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
     except OSError:
         return None
     return str(path)
+
+
+#: a job the scheduler lists in these states after its script ended was evicted and runs again (HTCondor:
+#: condor_hold stops a running job, held 5; a vacated job goes back to idle 1)
+_NOT_OVER = (JobState.HELD, JobState.PENDING)
 
 
 def describe_change(old: Resources, new: Resources) -> str:
@@ -706,7 +747,7 @@ def bound_folders(spec: JobSpec) -> list[str]:
         return ["/"]
     from containerbatch.runtimes.base import Runtime
 
-    return [b.src for b in Runtime.binds(spec) if not b.read_only]
+    return [b.dst for b in Runtime.binds(spec) if not b.read_only]  # paths as the task sees them
 
 
 def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
@@ -811,6 +852,11 @@ def _complete(task: luigi.Task) -> bool:
 class _Factory(luigi.interface._WorkerSchedulerFactory):
     def __init__(self, run: Run) -> None:
         self.run = run
+
+    def create_local_scheduler(self) -> Any:
+        from containerbatch.luigisched import FastScheduler
+
+        return FastScheduler(prune_on_get_work=True, record_task_history=False)
 
     def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> BatchWorker:
         return BatchWorker(scheduler=scheduler, worker_processes=worker_processes, assistant=assistant, run=self.run)

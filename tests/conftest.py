@@ -75,12 +75,54 @@ def sge_ready() -> tuple[bool, str]:
     return True, out
 
 
+def htcondor_bin() -> Path | None:
+    """The folder of the live pool's tools (``ci/htcondor/run.sh up`` writes it): CB_HTCONDOR_BIN, else
+    ci/htcondor/bin when it exists."""
+    configured = os.environ.get("CB_HTCONDOR_BIN")
+    if configured:
+        return Path(configured)
+    default = ROOT / "ci" / "htcondor" / "bin"
+    return default if (default / "condor_submit").exists() else None
+
+
+def htcondor_live_wanted() -> bool:
+    """Live HTCondor/Apptainer tests run with CI set (then a missing pool fails), CB_HTCONDOR_LIVE=1, or a pool."""
+    return IN_CI or os.environ.get("CB_HTCONDOR_LIVE") == "1" or htcondor_bin() is not None
+
+
+def live_env() -> dict[str, str]:
+    """The environment for commands against the live pool: its bin folder first on PATH."""
+    folder = htcondor_bin()
+    path = os.environ["PATH"]
+    return {**os.environ, "PATH": f"{folder}:{path}" if folder else path}
+
+
+@functools.cache
+def htcondor_ready() -> tuple[bool, str]:
+    folder = htcondor_bin()
+    if folder is None:
+        return False, "no pool: run `bash ci/htcondor/run.sh up` (or set CB_HTCONDOR_BIN)"
+    argv = [str(folder / "condor_status"), "-af", "Name", "HasSingularity", "HasSIF"]
+    ok, out = _ok(argv, timeout=60)
+    return ok and "true true" in out, out
+
+
+@functools.cache
+def apptainer_real_ready() -> tuple[bool, str]:
+    folder = htcondor_bin()
+    if folder is None:
+        return False, "no pool (its apptainer runs the real Apptainer tests): run `bash ci/htcondor/run.sh up`"
+    return _ok([str(folder / "apptainer"), "--version"], timeout=60)
+
+
 READY = {
     "docker": docker_ready,
     "podman": podman_ready,
     "slurm": slurm_ready,
     "apptainer": apptainer_fake_ready,
     "sge": sge_ready,
+    "htcondor_live": htcondor_ready,
+    "apptainer_live": apptainer_real_ready,
 }
 
 
@@ -93,14 +135,19 @@ def require(name: str) -> None:
         pytest.skip(message)
 
 
+def _is_live(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(m) is not None for m in ("htcondor_live", "apptainer_live"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests against a real HTCondor pool run only in ci/htcondor (CB_HTCONDOR_LIVE=1): deselected here."""
-    if os.environ.get("CB_HTCONDOR_LIVE") == "1":
+    """Tests against the real HTCondor pool and its Apptainer run with CI set, with CB_HTCONDOR_LIVE=1, or
+    when ``ci/htcondor/run.sh up`` made the pool's tools (ci/htcondor/bin, CB_HTCONDOR_BIN); else deselected."""
+    if htcondor_live_wanted():
         return
-    live = [item for item in items if item.get_closest_marker("htcondor_live") is not None]
+    live = [item for item in items if _is_live(item)]
     if live:
         config.hook.pytest_deselected(items=live)
-        items[:] = [item for item in items if item.get_closest_marker("htcondor_live") is None]
+        items[:] = [item for item in items if not _is_live(item)]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -160,3 +207,44 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def live_sif() -> Path:
+    """analysis.sif: images/demo's recipe built by the pool's real Apptainer (cb-demo:latest as a docker-archive).
+
+    Cached under /tmp/cb-cache-condor by the digest of the recipe and the base image; rebuilt when absent."""
+    import fcntl
+    import hashlib
+
+    require("apptainer_live")
+    env = live_env()
+    cache = Path(os.environ.get("CB_CACHE_DIR_CONDOR", "/tmp/cb-cache-condor"))
+    cache.mkdir(parents=True, exist_ok=True)
+    image_id = subprocess.run(
+        ["/usr/bin/docker", "image", "inspect", "-f", "{{.Id}}", DEMO_IMAGE], capture_output=True, text=True
+    ).stdout.strip()
+    if not image_id:
+        pytest.fail(f"{DEMO_IMAGE} is missing: run ci/docker/setup.sh", pytrace=False)
+    dockerfile = ROOT / "images" / "demo" / "Dockerfile"
+    digest = hashlib.sha256((image_id + dockerfile.read_text()).encode()).hexdigest()[:12]
+    sif = cache / f"analysis-{digest}.sif"
+    with open(cache / "analysis.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if sif.is_file():
+            return sif
+        archive = cache / f"cb-demo-{digest}.tar"
+        subprocess.run(["/usr/bin/docker", "save", "-o", str(archive), DEMO_IMAGE], check=True, timeout=300)
+        recipe = cache / f"analysis-{digest}.def"
+        convert = [sys.executable, "-m", "containerbatch", "image", "convert", str(dockerfile)]
+        convert += ["--base-archive", str(archive), "-o", str(recipe), "--force"]
+        out = subprocess.run(convert, capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        partial = sif.with_suffix(".partial.sif")
+        build = ["apptainer", "build", "--force", "--fakeroot", str(partial), str(recipe)]
+        out = subprocess.run(build, capture_output=True, text=True, env=env, cwd=cache, timeout=1200)
+        if out.returncode != 0:
+            pytest.fail(f"{' '.join(build)} failed:\n{out.stderr[-3000:]}", pytrace=False)
+        partial.rename(sif)
+        archive.unlink()
+    return sif

@@ -286,7 +286,7 @@ def test_golden_submit_file(tmp_path):
     assert text.splitlines()[1:] == [
         "universe = vanilla",
         f"initialdir = {jd}",
-        "executable = job.sh",
+        f"executable = {jd}/job.sh",  # condor_submit resolves a relative one against its cwd, not initialdir
         f"output = {jd}/stdout",
         f"error = {jd}/stderr",
         f"log = {jd}/condor.log",
@@ -351,9 +351,15 @@ def test_job_script_and_submit_file_with_hostile_parameter(tmp_path):
             "universe",
             "docker",
             "cb-demo:latest",
-            {"universe": "container", "container_image": "docker://cb-demo:latest"},
+            {"universe": "container", "container_image": "docker://cb-demo:latest", "transfer_container": "false"},
         ),
-        ("universe", "apptainer", "/images/a b.sif", {"universe": "container", "container_image": "/images/a b.sif"}),
+        (
+            "universe",
+            "apptainer",
+            "/images/a b.sif",
+            {"universe": "container", "container_image": "/images/a b.sif", "transfer_container": "false"},
+        ),
+        ("universe", "apptainer", "rel/a.sif", {"universe": "container", "container_image": "{work}/rel/a.sif"}),
         (
             "attribute",
             "apptainer",
@@ -368,7 +374,7 @@ def test_container_modes(tmp_path, mode, runtime, image, keys):
     sched = HTCondorScheduler({})
     sub = parse_sub(sched.submit_file(spec))
     for key, value in keys.items():
-        assert sub[key] == value
+        assert sub[key] == value.replace("{work}", spec.working_dir)
     assert ("container_image" in sub) == (keys.get("universe") == "container")
     assert sched.runs_container(spec) == (mode != "wrap" and runtime != "host")
 

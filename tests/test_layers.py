@@ -21,8 +21,11 @@ PACKAGE = ROOT / "containerbatch"
 LAYERS: list[tuple[str, set[str]]] = [
     ("entry points", {"containerbatch.__main__", "containerbatch.cli", "containerbatch.b2luigi"}),
     ("test kit", {"containerbatch.testing"}),
-    ("orchestration", {"containerbatch.run", "containerbatch.worker"}),
-    ("services", {"containerbatch.poller", "containerbatch.docs"}),
+    ("orchestration", {"containerbatch.run", "containerbatch.worker", "containerbatch.batching"}),
+    (
+        "services",
+        {"containerbatch.poller", "containerbatch.docs", "containerbatch.runlog", "containerbatch.luigisched"},
+    ),
     (
         "plugins",
         {
@@ -60,6 +63,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "containerbatch.settings",
             "containerbatch.spec",
             "containerbatch.states",
+            "containerbatch.jobfiles",
             "containerbatch.errors",
             "containerbatch.jobfiles",
             "containerbatch.runlog",

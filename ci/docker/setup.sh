@@ -37,24 +37,46 @@ if ! /usr/bin/docker info >/dev/null 2>&1; then
     fi
 fi
 
-# --- podman: rootful podman 4.3 fails with an rlimit error unless the
-# ulimits are explicit.  Merge into an existing containers.conf. ---
+# --- podman: containers.conf for a machine without systemd, for podman 4.3 (Debian 12) and 5.x (Debian 13):
+# explicit ulimits (else rootful runs fail with an rlimit error), cgroupfs (no systemd to manage cgroups),
+# events in a file (no journald). Merged into an existing file: other keys and tables are kept. ---
 CONF=${CONTAINERS_CONF:-/etc/containers/containers.conf}   # podman honours the same variable
-LINE='default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]'
 mkdir -p "$(dirname "$CONF")"
 touch "$CONF"
-if ! grep -q '^[[:space:]]*default_ulimits' "$CONF"; then
-    if grep -q '^\[containers\]' "$CONF"; then
-        # insert right after the existing [containers] header
-        sed -i "/^\[containers\]/a $LINE" "$CONF"
-    else
-        printf '\n[containers]\n%s\n' "$LINE" >>"$CONF"
-    fi
-elif ! grep -qF "$LINE" "$CONF"; then
-    # Any other value (even just nofile) still hits the nproc rlimit error.
-    echo "replacing default_ulimits in $CONF" >&2
-    sed -i "s|^[[:space:]]*default_ulimits.*|$LINE|" "$CONF"
-fi
+python3 - "$CONF" <<'PY'
+import re
+import sys
+
+path = sys.argv[1]
+want = {
+    "containers": {"default_ulimits": '["nofile=20000:20000", "nproc=32768:32768"]'},
+    "engine": {"cgroup_manager": '"cgroupfs"', "events_logger": '"file"'},
+}
+lines = open(path).read().splitlines()
+table, seen = None, set()
+for i, line in enumerate(lines):
+    header = re.match(r"\s*\[([A-Za-z0-9_.-]+)\]\s*$", line)
+    if header:
+        table = header.group(1)
+        continue
+    key = re.match(r"\s*([A-Za-z0-9_]+)\s*=", line)
+    if key and table in want and key.group(1) in want[table]:
+        lines[i] = f"{key.group(1)} = {want[table][key.group(1)]}"  # any other value still fails
+        seen.add((table, key.group(1)))
+for table, keys in want.items():
+    missing = [k for k in keys if (table, k) not in seen]
+    if not missing:
+        continue
+    at = next((i for i, line in enumerate(lines) if re.match(r"\s*\[%s\]\s*$" % table, line)), None)
+    if at is None:
+        lines += ["", f"[{table}]"]
+        at = len(lines) - 1
+    for k in reversed(missing):
+        lines.insert(at + 1, f"{k} = {keys[k]}")
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+# podman 5 on cgroup v1 warns on every call (deprecated, still works): keep stderr clean for the tests
+export PODMAN_IGNORE_CGROUPSV1_WARNING=1
 
 # --- test image, imported into both engines from the same rootfs ---
 if ! /usr/bin/docker image inspect "$IMAGE" >/dev/null 2>&1 \

@@ -13,7 +13,7 @@ import sys
 import time
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "slurm")
-OUT = os.path.normpath(OUT)
+OUT = os.environ.get("CB_SLURM_FIXTURES_OUT") or os.path.normpath(OUT)  # e.g. tests/fixtures/slurm/24.11
 JOBDIR = "/tmp/containerbatch-ci/slurm-jobs"
 UNKNOWN1, UNKNOWN2 = "9999991", "9999992"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}

@@ -19,8 +19,15 @@ def convert(
         Path | None, typer.Option("-o", "--output", help="Write the definition file here (default: stdout).")
     ] = None,
     bootstrap: Annotated[
-        str, typer.Option(help="docker (base image from a registry) or docker-daemon (from the local engine).")
+        str,
+        typer.Option(
+            help="docker (base image from a registry), docker-daemon (from the local engine) or docker-archive."
+        ),
     ] = "docker",
+    base_archive: Annotated[
+        Path | None,
+        typer.Option(help="The base image as a `docker save` tar file (bootstrap docker-archive; no engine needed)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
 ) -> None:
     """Translate a Dockerfile into an Apptainer/Singularity definition file (offline, with spython).
@@ -29,7 +36,9 @@ def convert(
     """
     from containerbatch.images import convert_dockerfile
 
-    text = convert_dockerfile(dockerfile, bootstrap=bootstrap)
+    if base_archive is not None and bootstrap == "docker":
+        bootstrap = "docker-archive"
+    text = convert_dockerfile(dockerfile, bootstrap=bootstrap, base_archive=str(base_archive) if base_archive else None)
     if output is None:
         out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
         return

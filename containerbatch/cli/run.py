@@ -196,6 +196,9 @@ def register(app: typer.Typer) -> None:
             command = [arg.replace(SCRATCH, "$_CONDOR_SCRATCH_DIR") for arg in command]
             scheduler = run.scheduler(dict(spec.settings))
             submit_argv = scheduler.submit_argv(spec)
+            from containerbatch.batching import show_blocks
+
+            batch_blocks = show_blocks(run, spec)  # arrays, tasks_per_job
         finally:
             run.poller.stop()
         if as_json:
@@ -209,6 +212,7 @@ def register(app: typer.Typer) -> None:
                 "submit_file": submit_file,
                 "job_script": script,
                 "container_command": command,
+                "batch_scripts": [{"title": title, "text": body} for title, body in batch_blocks],
             }
             out.print_json(json.dumps(doc))
             return
@@ -223,6 +227,8 @@ def register(app: typer.Typer) -> None:
         if spec.staged:
             text.append("# (no shared filesystem: $cb_scratch is the job's scratch folder, $_CONDOR_SCRATCH_DIR)")
         text.append(shown_command)
+        for title, body in batch_blocks:
+            text += [f"# {title}:", body] if body else [f"# {title}"]
         out.rule(f"{spec.task_id}: {spec.batch_system} / {spec.runtime} / {spec.image}")
         for block in text:
             out.print(block, markup=False, highlight=False, soft_wrap=True)

@@ -38,6 +38,7 @@ class ApptainerRuntime(Runtime):
     name = "apptainer"
     binaries: ClassVar[tuple[str, ...]] = ("apptainer", "singularity")
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
+    binary_setting: ClassVar[str] = "apptainer_binary"
     START_FAILURES: ClassVar[Mapping[int, str]] = {
         **Runtime.START_FAILURES,
         255: "apptainer failed before the runner started: image not usable, python3 not found in it, or a bind "
@@ -68,7 +69,7 @@ class ApptainerRuntime(Runtime):
 
     def env_prefix(self, spec: JobSpec) -> str:
         """``SINGULARITYENV_`` for a binary named singularity (all SingularityCE reads), else ``APPTAINERENV_``."""
-        return "SINGULARITYENV_" if Path(self.client(spec)).name.startswith("singularity") else "APPTAINERENV_"
+        return "SINGULARITYENV_" if Path(self.node_client(spec)).name.startswith("singularity") else "APPTAINERENV_"
 
     def missing_message(self) -> str:
         return (
@@ -165,7 +166,7 @@ class ApptainerRuntime(Runtime):
     # -- the command --------------------------------------------------------------
     def command(self, spec: JobSpec) -> list[str]:
         settings = spec.settings
-        argv = [self.client(spec), "exec"]
+        argv = [self.node_client(spec), "exec"]
         if settings.get("apptainer_cleanenv", True):
             argv.append("--cleanenv")
         if settings.get("apptainer_containall"):

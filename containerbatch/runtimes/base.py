@@ -52,6 +52,9 @@ class Runtime(abc.ABC):
     name: ClassVar[str] = ""
     binaries: ClassVar[tuple[str, ...]] = ()
     version_args: ClassVar[tuple[str, ...]] = ()
+    #: the setting that names the client's path (docker_binary, apptainer_binary)
+    binary_setting: ClassVar[str] = ""
+    #: appended when the version call fails
     failure_hint: ClassVar[str] = ""
     START_FAILURES: ClassVar[Mapping[int, str]] = START_FAILURES
     SETTINGS: ClassVar[tuple[Setting, ...]] = ()
@@ -81,6 +84,19 @@ class Runtime(abc.ABC):
             if found:
                 return found
         return None
+
+    def node_client(self, spec: JobSpec) -> str:
+        """The client as the job script calls it on the node, which may be another host.
+
+        ``node_engine_binary`` if set, else the task's ``<engine>_binary`` setting, else the engine's bare name
+        (``apptainer``, ``docker``...), looked up on the node's PATH: never this host's absolute path.
+        """
+        for key in ("node_engine_binary", self.binary_setting):
+            value = spec.settings.get(key) if key else None
+            if isinstance(value, str) and value:
+                return value
+        found = self.binary()
+        return os.path.basename(found) if found else self.binaries[0]
 
     def missing_message(self) -> str:
         """What to do when no client is found."""

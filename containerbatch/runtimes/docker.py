@@ -25,6 +25,7 @@ class DockerRuntime(Runtime):
     name = "docker"
     binaries: ClassVar[tuple[str, ...]] = ("docker",)
     version_args: ClassVar[tuple[str, ...]] = ("version", "--format", "{{.Server.Version}}")
+    binary_setting: ClassVar[str] = "docker_binary"
     failure_hint: ClassVar[str] = " (the client answers but not the engine: start dockerd)"
 
     @classmethod
@@ -114,7 +115,7 @@ class DockerRuntime(Runtime):
     def command(self, spec: JobSpec) -> list[str]:
         # no --rm: the job script asks the engine whether it killed the container
         # for memory (State.OOMKilled), then removes it (see epilogue)
-        argv = [self.client(), "run", "--name", spec.container_name, *self.run_options(spec)]
+        argv = [self.node_client(spec), "run", "--name", spec.container_name, *self.run_options(spec)]
         argv += ["-w", spec.working_dir]
         for bind in self.binds(spec):
             argv += ["-v", f"{bind.src}:{bind.dst}" + (":ro" if bind.read_only else "")]
@@ -142,15 +143,15 @@ class DockerRuntime(Runtime):
 
     def stop_command(self, spec: JobSpec) -> list[str]:
         # TERM through --init to the runner, KILL after 10 s
-        return [self.client(), "stop", "--time", "10", spec.container_name]
+        return [self.node_client(spec), "stop", "--time", "10", spec.container_name]
 
     def epilogue(self, spec: JobSpec) -> list[tuple[list[str], str | None]]:
         return [
             (
-                [self.client(), "inspect", "--format", "{{.State.OOMKilled}}", spec.container_name],
+                [self.node_client(spec), "inspect", "--format", "{{.State.OOMKilled}}", spec.container_name],
                 os.path.join(spec.node_path(spec.job_dir), "oom_killed"),
             ),
-            ([self.client(), "rm", "--force", spec.container_name], None),
+            ([self.node_client(spec), "rm", "--force", spec.container_name], None),
         ]
 
 

@@ -352,6 +352,42 @@ class Scheduler(BaseScheduler):
                 transient=any(marker in result.stderr for marker in self.TRANSIENT_MARKERS),
             )
 
+    # -- job arrays (additive: a scheduler that sets supports_arrays implements the three below) -------
+    #: whether :meth:`submit_array` can send many job scripts as one array submission
+    supports_arrays: ClassVar[bool] = False
+    #: shell expression for the element's index inside an array job, and the index of the first element
+    array_index: ClassVar[str] = ""
+    array_first: ClassVar[int] = 0
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        """Header lines of the array script of ``count`` elements (``spec.job_dir`` is the array's folder)."""
+        return self.directives(spec)
+
+    #: a separate submit description of the array (HTCondor), written into the array's folder under this name
+    array_submit_file_name: ClassVar[str | None] = None
+
+    def array_submit_file(self, spec: JobSpec, count: int) -> str | None:
+        """Text of the array's submit description, if the scheduler uses one."""
+        return None
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        """argv that submits ``spec.job_dir``/array.sh as ``count`` elements."""
+        raise NotImplementedError
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        """The job id of element ``index`` of the array ``base_id`` (what status, history and kill take)."""
+        raise NotImplementedError
+
+    def submit_array(self, spec: JobSpec, count: int) -> list[str]:
+        """Submit the array script in ``spec.job_dir`` once; returns the element ids in index order."""
+        argv = self.array_submit_argv(spec, count)
+        try:
+            result = self._run(argv)
+        except SchedulerError as exc:
+            raise SubmitError(str(exc), argv=argv, transient=exc.transient) from None
+        base = self.parse_submit(result)
+        return [self.array_element_id(base, self.array_first + i) for i in range(count)]
+
     def harmless_kill_error(self, result: CommandResult) -> bool:
         """Whether a failed kill only says the jobs had ended already (such messages differ per scheduler)."""
         return False

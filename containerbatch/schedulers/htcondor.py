@@ -16,10 +16,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 
-from containerbatch.errors import ConfigError
+from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
 from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
 from containerbatch.spec import JobSpec
@@ -78,6 +79,7 @@ _OWN_KEYS = {
     "batch_name",
     "queue",
     "container_image",
+    "transfer_container",
     "should_transfer_files",
     "transfer_input_files",
     "when_to_transfer_output",
@@ -152,14 +154,67 @@ class HTCondorScheduler(Scheduler):
         return self.container_mode(spec) != "wrap" and spec.runtime != "host"
 
     def container_image(self, spec: JobSpec) -> str:
+        """The image as the node finds it: ``docker://`` for a Docker name, a local file as an absolute path."""
         image = spec.image or ""
         if spec.runtime in ("docker", "podman") and "://" not in image:
             return f"docker://{image}"
+        if "://" not in image and not image.startswith("docker-daemon:"):
+            return os.path.normpath(os.path.join(spec.working_dir, os.path.expanduser(image)))
         return image
 
     def check(self, spec: JobSpec) -> None:
         if spec.staged:
             self.check_staged(spec)
+        if self.runs_container(spec):
+            self.check_pool(spec)
+
+    def pool_requirement(self, spec: JobSpec) -> tuple[str, str]:
+        """(constraint on the slot ads, what the pool must offer) for a mode where HTCondor starts the container."""
+        mode, image = self.container_mode(spec), self.container_image(spec)
+        if mode == "attribute":
+            return (
+                "HasSingularity =?= true",
+                "slots that advertise HasSingularity (Apptainer/Singularity on the execute nodes), configured with "
+                "SINGULARITY_JOB = !isUndefined(TARGET.SingularityImage) and SINGULARITY_IMAGE_EXPR = "
+                "TARGET.SingularityImage (else +SingularityImage is ignored and the job would run on the bare node)",
+            )
+        if image.startswith("docker://"):
+            return (
+                "HasDocker =?= true || HasSingularity =?= true",
+                "slots that advertise HasDocker or HasSingularity (a container runtime on the execute nodes)",
+            )
+        if not os.path.isdir(image):
+            return (
+                "HasSingularity =?= true && HasSIF =?= true",
+                "slots that advertise HasSingularity and HasSIF (Apptainer/Singularity that runs SIF files)",
+            )
+        return "HasSingularity =?= true", "slots that advertise HasSingularity (Apptainer/Singularity)"
+
+    def check_pool(self, spec: JobSpec) -> None:
+        """Ask the pool once (``condor_status -constraint``) whether any slot can start the task's container."""
+        constraint, needs = self.pool_requirement(spec)
+        checked: dict[str, str | None] = self.__dict__.setdefault("_pool_checked", {})
+        if constraint not in checked:
+            argv = ["condor_status", "-constraint", constraint, "-af", "Name"]
+            try:
+                result = self._run(argv)
+            except ContainerBatchError as exc:
+                result = CommandResult(tuple(argv), -1, "", str(exc))
+            if result.exit_code != 0:
+                checked[constraint] = f"condor_status failed (exit {result.exit_code}): {result.stderr.strip()[-500:]}"
+            elif not result.stdout.strip():
+                checked[constraint] = f"no slot matches {constraint!r}"
+            else:
+                checked[constraint] = None
+        problem = checked[constraint]
+        if problem:
+            raise ConfigError(
+                f"htcondor_container_mode {self.container_mode(spec)!r} needs {needs}; this pool has none "
+                f"({problem}). Ask the pool's admins, or use htcondor_container_mode 'wrap' (job.sh starts "
+                "the container itself)",
+                setting="htcondor_container_mode",
+                task=spec.task_id,
+            )
 
     def check_staged(self, spec: JobSpec) -> None:
         """``transfer_files`` needs job.sh to start the container (it binds the scratch folder at the
@@ -193,13 +248,16 @@ class HTCondorScheduler(Scheduler):
         mode = self.container_mode(spec)
         if self.runs_container(spec) and mode == "universe":
             entries += [("universe", "container"), ("container_image", _value(self.container_image(spec), "image"))]
+            if not spec.staged:  # shared filesystem: the node reads the image where it is (else it is refused)
+                entries.append(("transfer_container", "false"))
         else:
             entries.append(("universe", "vanilla"))
         if self.runs_container(spec) and mode == "attribute":
-            entries.append(("+SingularityImage", classad_string(_value(spec.image or "", "image"))))
+            entries.append(("+SingularityImage", classad_string(_value(self.container_image(spec), "image"))))
         entries += [
             ("initialdir", _value(job_dir, "job directory")),
-            ("executable", "job.sh"),
+            # condor_submit resolves a relative executable against its own working directory, not initialdir
+            ("executable", _value(spec.script_path, "job script path")),
             ("output", _value(spec.stdout_path, "stdout path")),
             ("error", _value(spec.stderr_path, "stderr path")),
             ("log", _value(f"{job_dir}/condor.log", "log path")),
@@ -251,6 +309,29 @@ class HTCondorScheduler(Scheduler):
 
     def submit_argv(self, spec: JobSpec) -> list[str]:
         return ["condor_submit", f"{spec.job_dir}/{self.submit_file_name}"]
+
+    # -- arrays: one cluster of N procs; element ids CLUSTER.PROC; array.sh gets $(Process) ----------
+    supports_arrays = True
+    array_index = '"${1:-}"'
+    array_first = 0
+    array_submit_file_name = "array.sub"
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        return []
+
+    def array_submit_file(self, spec: JobSpec, count: int) -> str:
+        lines = [
+            "executable = array.sh" if line == "executable = job.sh" else line
+            for line in self.submit_file(spec).splitlines()
+            if line != "queue"
+        ]
+        return "\n".join([*lines, "arguments = $(Process)", f"queue {count}", ""])
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        return ["condor_submit", f"{spec.job_dir}/{self.array_submit_file_name}"]
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        return f"{base_id}.{index}"
 
     def parse_submit(self, result: CommandResult) -> str:
         match = _SUBMITTED.search(result.stdout)

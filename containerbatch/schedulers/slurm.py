@@ -117,6 +117,31 @@ def _base_id(job_id: str) -> str:
     return job_id.split("_", 1)[0].split(";", 1)[0].split(".", 1)[0].strip()
 
 
+def _row_keys(text: str) -> list[str]:
+    """The ids a squeue/sacct row answers for: ``123``; ``123_4`` and ``123``; ``123_[5-7,9%2]`` each element.
+
+    >>> _row_keys("123_[5-6,9%2].batch")
+    ['123', '123_5', '123_6', '123_9']
+    """
+    whole = text.strip().split(";", 1)[0]
+    base = _base_id(whole)
+    keys = [base]
+    if "_" not in whole:
+        return keys
+    element = whole.split("_", 1)[1].split(".", 1)[0]
+    if element.isdigit():
+        return [*keys, f"{base}_{element}"]
+    match = re.fullmatch(r"\[([0-9,\-]+)(?:%\d+)?\]", element)
+    if not match:
+        return keys
+    for part in match.group(1).split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            start, stop = int(low), int(high or low)
+            keys += [f"{base}_{i}" for i in range(start, min(stop, start + 100000) + 1)]
+    return keys
+
+
 def _exit_code(text: str) -> int | None:
     """``exit:signal`` → the shell's view: the exit code, or 128+signal."""
     match = re.fullmatch(r"(\d+):(\d+)", text.strip())
@@ -167,6 +192,20 @@ class SlurmScheduler(Scheduler):
     def submit_argv(self, spec: JobSpec) -> list[str]:
         return ["sbatch", "--parsable", spec.script_path]
 
+    # -- arrays: sbatch --array; element ids 123_4, one squeue -r row each ------
+    supports_arrays = True
+    array_index = '"${SLURM_ARRAY_TASK_ID:-}"'
+    array_first = 0
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        return [*self.directives(spec), f"#SBATCH --array=0-{count - 1}", "#SBATCH --open-mode=append"]
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        return ["sbatch", "--parsable", f"{spec.job_dir}/array.sh"]
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        return f"{base_id}_{index}"
+
     def parse_submit(self, result: CommandResult) -> str:
         first = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
         job_id = first.split(";", 1)[0].strip()  # "123" or "123;cluster"
@@ -178,7 +217,9 @@ class SlurmScheduler(Scheduler):
 
     # -- status ---------------------------------------------------------------
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["squeue", "-h", "-a", "-t", "all", "-o", "%i %T %r", "-j", ",".join(job_ids)]
+        # -r: one row per array element (pending ones too); an array is asked by its base id
+        ids = dict.fromkeys(_base_id(j) if "_" in j else j for j in job_ids)
+        return ["squeue", "-h", "-a", "-r", "-t", "all", "-o", "%i %T %r", "-j", ",".join(ids)]
 
     def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if result.exit_code != 0:
@@ -190,8 +231,10 @@ class SlurmScheduler(Scheduler):
             parts = line.split(None, 2)
             if len(parts) >= 2:
                 reason = parts[2].strip() if len(parts) > 2 and parts[2].strip() != "None" else ""
-                rows.setdefault(_base_id(parts[0]), []).append(self.map_state(parts[1], None, reason))
-        return {job: _combine(found) for job, found in rows.items() if job in job_ids}
+                status = self.map_state(parts[1], None, reason)
+                for key in _row_keys(parts[0]):
+                    rows.setdefault(key, []).append(status)
+        return {job: _combine(rows[job]) for job in job_ids if job in rows}
 
     def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
         return ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode"]
@@ -204,8 +247,10 @@ class SlurmScheduler(Scheduler):
             parts = line.split("|")
             if len(parts) >= 3 and parts[1].strip():
                 native, _, by = parts[1].strip().partition(" ")  # "CANCELLED by 1000"
-                rows.setdefault(_base_id(parts[0]), []).append(self.map_state(native, _exit_code(parts[2]), by))
-        return {job: _combine(found) for job, found in rows.items() if job in job_ids}
+                status = self.map_state(native, _exit_code(parts[2]), by)
+                for key in _row_keys(parts[0]):
+                    rows.setdefault(key, []).append(status)
+        return {job: _combine(rows[job]) for job in job_ids if job in rows}
 
     def parse_scontrol(self, result: CommandResult) -> JobStatus | None:
         """``scontrol show job [-o] ID``: None for an unknown (purged) id."""

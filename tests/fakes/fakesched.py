@@ -84,7 +84,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HOST = "fakehost"
 SCHEDD_ADDR = "<127.0.0.1:9618?addrs=127.0.0.1-9618&alias=fakehost&noUDP&sock=schedd_4242_a1b2>"
 LSF_TOOLS = ("bsub", "bjobs", "bkill", "bhist")
-CONDOR_TOOLS = ("condor_submit", "condor_q", "condor_history", "condor_rm", "condor_release")
+CONDOR_TOOLS = (
+    "condor_submit",
+    "condor_q",
+    "condor_history",
+    "condor_rm",
+    "condor_release",
+    "condor_status",
+    "condor_hold",
+)
 DEFAULT_ERRORS = {
     "bsub": ("Request from non-LSF host rejected\n", 255),
     "bjobs": ("Request from non-LSF host rejected\n", 255),
@@ -101,6 +109,8 @@ DEFAULT_ERRORS = {
     "condor_submit": ("\nERROR: Can't find address of local schedd\n", 1),
     "condor_rm": ("\nERROR: Can't find address of local schedd\n", 1),
     "condor_release": ("\nERROR: Can't find address of local schedd\n", 1),
+    "condor_hold": ("\nERROR: Can't find address of local schedd\n", 1),
+    "condor_status": ("Error: communication error\nCEDAR:6001:Failed to connect to <127.0.0.1:9618>\n", 1),
 }
 GARBAGE = '\x00\x1b[0m<html><head><title>502 Bad Gateway</title></head>\n{"COMMAND":"bjo\n'
 TERM = {
@@ -1374,14 +1384,33 @@ def cmd_condor_submit(argv):
                 iwd = os.path.normpath(iwd)
                 absi = lambda p: p if p is None or os.path.isabs(p) else os.path.join(iwd, p)
                 exe = g("executable")
-                exe_path = absi(exe)
+                # as the real condor_submit (25.14.1, 23.9.6): a relative executable is found from its own
+                # working directory, not from initialdir
+                exe_path = exe if os.path.isabs(exe) else os.path.normpath(os.path.join(subdir, exe))
                 universe = (g("universe", "vanilla") or "vanilla").lower()
+                if (
+                    universe == "container"
+                    and (g("should_transfer_files", "IF_NEEDED") or "").upper() == "NO"
+                    and (g("transfer_container", "true") or "").lower() not in ("false", "no", "0")
+                ):
+                    sys.stdout.write("Submitting job(s)")
+                    # the container image counts as an input file (real text, 25.14.1; see tests/fixtures/htcondor)
+                    sys.stderr.write(
+                        '\nERROR: you specified files you want Condor to transfer via \n"transfer_input_files", '
+                        "but you disabled should_transfer_files. \n"
+                    )
+                    return 1
                 if (
                     universe == "vanilla"
                     and not os.path.exists(exe_path)
                     and g("transfer_executable", "true").lower() != "false"
                 ):
-                    sys.stderr.write("\nERROR: Executable file %s does not exist\n" % exe_path)
+                    # real texts (the name as the submit file gives it), by CB_FAKE_CONDOR_VERSION (default 25.14.1)
+                    sys.stdout.write("Submitting job(s)")
+                    if os.environ.get("CB_FAKE_CONDOR_VERSION", "25.14.1").startswith("23."):
+                        sys.stderr.write("\nERROR: Executable file %s does not exist\n" % exe)
+                    else:
+                        sys.stderr.write("\nERROR: Can't access executable file %s: No such file or directory\n" % exe)
                     return 1
                 try:
                     args = parse_arguments(g("arguments", "") or "")
@@ -1429,7 +1458,8 @@ def cmd_condor_submit(argv):
                     "QDate": now,
                     "EnteredCurrentStatus": now,
                     "CompletionDate": 0,
-                    "JobUniverse": 5,
+                    "ExitBySignal": False,  # the real schedd's default, shown from submission on
+                    "JobUniverse": 5,  # also for universe = container (WantContainer, ContainerImage), as the real
                     "RequestCpus": ncpu,
                     "NumJobStarts": 0,
                     "RequestMemory": mem_mib(g("request_memory"))
@@ -1514,6 +1544,8 @@ def cmd_condor_submit(argv):
         sys.stdout.write(
             "Submitting job(s)%s\n%d job(s) submitted to cluster %d.\n" % ("." * len(procs), len(procs), cluster)
         )
+        if not os.environ.get("CB_FAKE_CONDOR_VERSION", "25.14.1").startswith("23."):
+            sys.stderr.write("To monitor your job(s), run: condor_watch_q -clusters %d\n" % cluster)  # 25.14.1
     return 0
 
 
@@ -1836,6 +1868,10 @@ def cmd_condor_release(argv):
     return _condor_act(argv, "release")
 
 
+def cmd_condor_hold(argv):
+    return _condor_act(argv, "hold")
+
+
 def _condor_act(argv, action):
     ids = [a for a in argv if not a.startswith("-")]
     constraint = None
@@ -1853,7 +1889,24 @@ def _condor_act(argv, action):
         else:
             groups = [(x, _targets(jobs, x, now)) for x in ids]
         for x, hits in groups:
-            if action == "release":
+            if action == "hold":
+                ok = [j for j in hits if j["JobStatus"] in (1, 2, 7)]
+                for j in ok:
+                    j.update(
+                        JobStatus=5,
+                        LastJobStatus=j["JobStatus"],
+                        EnteredCurrentStatus=int(now),
+                        HoldReason="via condor_hold (by user %s)" % user,
+                        HoldReasonCode=1,
+                        HoldReasonSubCode=0,
+                        suspended=True,
+                    )
+                    ulog_event(j, "012", "Job was held.\n\tvia condor_hold (by user %s)\n\tCode 1 Subcode 0" % user)
+                    if j.get("running"):  # the real one evicts the job (SIGTERM); the fake stops it until release
+                        j.update(ExitBySignal=True, ExitSignal=15)
+                        pg_signal(j.get("pid"), signal.SIGSTOP)
+                word, fail = "held", (not ok)
+            elif action == "release":
                 ok = [j for j in hits if j["JobStatus"] == 5]
                 for j in ok:
                     j.update(
@@ -1883,7 +1936,7 @@ def _condor_act(argv, action):
                     if j.get("running"):
                         terminate(j.get("pid"))
                 word, fail = "marked for removal", (not ok)
-            verb = "remove" if action == "remove" else "release"
+            verb = action
             if x is None:
                 if fail:
                     sys.stderr.write("Couldn't find/%s all jobs matching constraint %s\n" % (verb, constraint))
@@ -1898,20 +1951,67 @@ def _condor_act(argv, action):
                 else:
                     sys.stdout.write("Job %s %s\n" % (x, word))
             elif fail:
-                sys.stderr.write("Couldn't find/%s all jobs in cluster %s.\n" % (verb, x))
+                # 25.14.1 and 23.9.6 (tests/fixtures/htcondor/*/condor_rm_gone.json); older ones end with "."
+                sys.stderr.write("\nCouldn't find/%s all jobs in cluster %s\n" % (verb, x))
             else:
                 sys.stdout.write("All jobs in cluster %s have been %s\n" % (x, word))
             rc = rc or (1 if fail else 0)
     if not ids and constraint is None:
         sys.stderr.write(
             "Usage: condor_%s [options] [cluster | cluster.proc | user ...]\n"
-            % ("rm" if action == "remove" else "release")
+            % ("rm" if action == "remove" else action)
         )
         return 1
     return rc
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def _slot_ad():
+    """The fake pool's one slot: CB_FAKE_CONDOR_SLOT (JSON) overrides the default attributes."""
+    ad = {"Name": "slot1@fakehost", "Machine": "fakehost", "HasSingularity": True, "HasSIF": True}
+    ad.update(json.loads(os.environ.get("CB_FAKE_CONDOR_SLOT") or "{}"))
+    return ad
+
+
+def _slot_matches(constraint, ad):
+    """Evaluate the constraints containerbatch sends: ``Attr =?= true`` terms joined by && and ||."""
+    if constraint is None:
+        return True
+    text = constraint
+    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?=\s*=\?=)", constraint):
+        text = re.sub(r"\b%s\s*=\?=\s*true\b" % name, "True" if ad.get(name) is True else "False", text)
+    text = text.replace("&&", " and ").replace("||", " or ")
+    if not re.fullmatch(r"[\sA-Za-z()]*", text) or set(re.findall(r"[A-Za-z]+", text)) - {"True", "False", "and", "or"}:
+        sys.stderr.write("condor_status: fake cannot evaluate constraint %r\n" % constraint)
+        raise SystemExit(1)
+    return eval(text)  # only True/False/and/or/parentheses remain
+
+
+def cmd_condor_status(argv):
+    constraint, attrs, i = None, [], 0
+    while i < len(argv):
+        if argv[i] in ("-constraint", "-const"):
+            constraint = argv[i + 1]
+            i += 1
+        elif argv[i] in ("-af", "-autoformat"):
+            attrs = argv[i + 1 :]
+            break
+        i += 1
+    ad = _slot_ad()
+    if _slot_matches(constraint, ad):
+        if attrs:
+            print(
+                " ".join(
+                    str(ad.get(a, "undefined")).lower() if isinstance(ad.get(a), bool) else str(ad.get(a, "undefined"))
+                    for a in attrs
+                )
+            )
+        else:
+            print(ad["Name"])
+    return 0
+
 
 COMMANDS = {
     "bsub": cmd_bsub,
@@ -1923,6 +2023,8 @@ COMMANDS = {
     "condor_history": cmd_condor_history,
     "condor_rm": cmd_condor_rm,
     "condor_release": cmd_condor_release,
+    "condor_status": cmd_condor_status,
+    "condor_hold": cmd_condor_hold,
 }
 
 

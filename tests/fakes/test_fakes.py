@@ -393,7 +393,7 @@ def test_condor_queue_n_constraint_rm(fake):
     r = fake.run("condor_rm", "1.0")
     assert (r.returncode, r.stderr) == (1, "Job 1.0 not found\n")
     r = fake.run("condor_rm", "1")
-    assert (r.returncode, r.stderr) == (1, "Couldn't find/remove all jobs in cluster 1.\n")
+    assert (r.returncode, r.stderr) == (1, "\nCouldn't find/remove all jobs in cluster 1\n")
     hist = json.loads(fake.run("condor_history", "-json", "-constraint", "JobStatus == 3").stdout)
     assert len(hist) == 4 and all("RemoveReason" in a for a in hist)
 

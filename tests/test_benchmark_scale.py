@@ -1,0 +1,43 @@
+"""benchmarks/scale.py runs end to end at a tiny N (not a timed test: it only has to work)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slurm
+
+
+def test_scale_benchmark_runs_at_tiny_n(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "scale.py"),
+            "--n",
+            "3",
+            "--cases",
+            "floor-host,cb-host,cb-array,cb-tpj",
+            "--small",
+            "--timeout",
+            "300",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["case"]: r for r in json.loads(out.read_text())}
+    assert "floor-host" in proc.stdout and "ratio" in proc.stdout
+    assert rows["floor-host"]["calls"]["sbatch"] == 3
+    assert rows["cb-host"]["calls"]["sbatch"] == 4  # three tasks and All
+    assert rows["cb-array"]["calls"]["sbatch"] == 2  # one array, then All
+    assert rows["cb-tpj"]["calls"]["sbatch"] == 2  # one job of three tasks, then All
