@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("orchestration", {"containerbatch.run", "containerbatch.worker", "containerbatch.batching"}),
     (
         "services",
-        {"containerbatch.poller", "containerbatch.docs", "containerbatch.runlog", "containerbatch.luigisched"},
+        {"containerbatch.poller", "containerbatch.docs", "containerbatch.luigisched"},
     ),
     (
         "plugins",
@@ -65,7 +65,6 @@ LAYERS: list[tuple[str, set[str]]] = [
             "containerbatch.states",
             "containerbatch.jobfiles",
             "containerbatch.errors",
-            "containerbatch.jobfiles",
             "containerbatch.runlog",
             "containerbatch.runner",
         },
