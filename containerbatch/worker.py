@@ -165,9 +165,13 @@ class JobProcess:
         """The job of an attempt journaled as ``submitting`` (the earlier submitter died between its intent and
         the scheduler's answer), where the scheduler can find the live job of that attempt
         (``find_job(job_script) -> job ids``); else None, with a warning naming the attempt."""
-        find = getattr(self.scheduler, "find_job", None)
         script = str(Path(row.job_dir) / "job.sh")
-        if not callable(find):
+        try:
+            found = self.scheduler.find_job(script)
+        except SchedulerError as exc:
+            log.warning("%s: could not look up the job of %s: %s", row.task_id, script, exc)
+            return None
+        if found is None:
             log.warning(
                 "%s: an earlier submitter stopped while submitting attempt %d (job folder %s); %s cannot look the "
                 "job up, so the attempt is submitted again: check the queue for a duplicate",
@@ -177,11 +181,7 @@ class JobProcess:
                 row.scheduler,
             )
             return None
-        try:
-            ids = [str(i) for i in find(script)]
-        except SchedulerError as exc:
-            log.warning("%s: could not look up the job of %s: %s", row.task_id, script, exc)
-            return None
+        ids = [str(i) for i in found]
         if not ids:
             log.info("%s: attempt %d was not submitted before its submitter stopped", row.task_id, row.attempt)
             return None
