@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
@@ -145,6 +145,10 @@ class HTCondorScheduler(Scheduler):
         "7": JobState.SUSPENDED,  # Suspended
     }
 
+    def __init__(self, settings: Mapping[str, object] | None = None) -> None:
+        super().__init__(settings)
+        self._pool_checked: dict[str, str | None] = {}  # constraint -> why no slot matches (None: one does)
+
     # -- submit ----------------------------------------------------------------
     def container_mode(self, spec: JobSpec) -> str:
         return str(spec.settings.get("htcondor_container_mode") or "wrap")
@@ -193,7 +197,7 @@ class HTCondorScheduler(Scheduler):
     def check_pool(self, spec: JobSpec) -> None:
         """Ask the pool once (``condor_status -constraint``) whether any slot can start the task's container."""
         constraint, needs = self.pool_requirement(spec)
-        checked: dict[str, str | None] = self.__dict__.setdefault("_pool_checked", {})
+        checked = self._pool_checked
         if constraint not in checked:
             argv = ["condor_status", "-constraint", constraint, "-af", "Name"]
             try:
