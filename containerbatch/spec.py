@@ -66,6 +66,13 @@ MAX_ENV_VALUE = 128 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _bounded(value: float, maximum: float) -> bool:
+    """Whether a number is finite, positive and at most ``maximum`` (ints of any size compare exactly)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return bool(0 < value <= maximum)
+
+
 def parse_memory(value: Any) -> int:
     """Memory in MiB (rounded up) from ``4GB``, ``4 GiB``, ``512M``, or a bare number of MiB.
 
@@ -75,7 +82,7 @@ def parse_memory(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"memory must be like '4GB' or '512MiB', not {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or not 0 < value <= MAX_MEMORY_MB:
+        if not _bounded(value, MAX_MEMORY_MB):
             raise ValueError(f"memory must be a positive number of MiB up to {MAX_MEMORY_MB}, not {value!r}")
         return max(1, math.ceil(value))
     match = _MEM_RE.match(str(value))
@@ -97,7 +104,7 @@ def parse_duration(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"walltime must be like '2h', '90min' or '1:30:00', not {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or not 0 < value <= MAX_WALLTIME_S:
+        if not _bounded(value, MAX_WALLTIME_S):
             raise ValueError(f"walltime must be a positive number of seconds up to {MAX_WALLTIME_S}, not {value!r}")
         return max(1, int(value))
     text = str(value).strip()

@@ -65,7 +65,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "containerbatch.states",
             "containerbatch.jobfiles",
             "containerbatch.errors",
-            "containerbatch.runlog",
+            "containerbatch.runlog",  # standard library only: images marks its conversions with activity()
             "containerbatch.runner",
         },
     ),

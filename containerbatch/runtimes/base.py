@@ -92,7 +92,7 @@ class Runtime(abc.ABC):
         (``apptainer``, ``docker``...), looked up on the node's PATH: never this host's absolute path.
         """
         for key in ("node_engine_binary", self.binary_setting):
-            value = spec.settings.get(key) if key else None
+            value = (spec.settings.get(key) or self.settings.get(key)) if key else None
             if isinstance(value, str) and value:
                 return value
         found = self.binary()

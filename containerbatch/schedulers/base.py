@@ -170,9 +170,9 @@ class BaseScheduler(abc.ABC):
         """Adopt a job an earlier submitter started (after a restart, or for ``containerbatch kill``), so that
         :meth:`query` and :meth:`kill` know it.  Schedulers that ask the batch system by id need nothing."""
 
-    def find_by_name(self, name: str) -> list[str] | None:
-        """The ids of the jobs named ``name`` (adopting a job whose submitter stopped before it journaled
-        the id); None when this batch system cannot look jobs up by name."""
+    def find_job(self, script_path: str) -> list[str] | None:
+        """The ids of live jobs running the job script ``script_path`` (unique per attempt), to adopt a job
+        whose submitter stopped before it journaled the id; None when this batch system cannot look it up."""
         return None
 
     def release(self, job_ids: Sequence[str]) -> None:
@@ -413,17 +413,22 @@ def submit_error(
 
     said = result.stdout + result.stderr
     transient = any(marker in said for marker in transient_markers)
+    if result.exit_code == 0 and not transient:
+        hint = (
+            "it exited 0 but printed no job id containerbatch understands (its output is below): the job may have "
+            "been submitted anyway; look for it in the queue by its job name before running again"
+        )
     for pattern, fix in fixes:
         if not transient and re.search(pattern, said, re.IGNORECASE):
             hint = fix
             break
+    head = f"{result.argv[0]} gave no job id" if result.exit_code == 0 else f"{result.argv[0]} did not submit the job"
     return SubmitError(
-        f"{result.argv[0]} did not submit the job"
-        + ("; the batch system did not answer, retrying may help" if transient else f"; {hint}"),
+        head + ("; the batch system did not answer, retrying may help" if transient else f"; {hint}"),
         argv=result.argv,
         exit_code=result.exit_code,
         stdout=result.stdout,
-        stderr=result.stderr or result.stdout,
+        stderr=result.stderr or result.stdout or "(no output)",
         transient=transient,
     )
 
