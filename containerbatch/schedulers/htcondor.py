@@ -324,8 +324,10 @@ class HTCondorScheduler(Scheduler):
         return []
 
     def array_submit_file(self, spec: JobSpec, count: int) -> str:
+        # the array's own script, absolute: condor_submit resolves a relative one against its working directory
+        executable = f"executable = {_value(f'{spec.job_dir}/array.sh', 'array script path')}"
         lines = [
-            "executable = array.sh" if line == "executable = job.sh" else line
+            executable if line.startswith("executable = ") else line
             for line in self.submit_file(spec).splitlines()
             if line != "queue"
         ]
