@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 
 #: seconds a staged job's output archive may trail its done-marker
 STAGE_OUT_WAIT = 30.0
-#: seconds a successful job's outputs may take to show on the submit host (NFS attribute caches)
-OUTPUTS_WAIT = 10.0
 #: rounds a task may report dynamic requirements that are already complete on the submit host
 STALE_DYNAMIC_ROUNDS = 3
 
@@ -138,6 +136,10 @@ class JobProcess:
             job_id = self._adopt(row)
             if job_id is not None:
                 row = replace(row, job_id=job_id)
+            else:  # taken as not submitted: it ends here, the next attempt follows
+                self.journal.update(
+                    row.task_id, row.attempt, state=AttemptState.FAILED.value, reason=Reason.SUBMIT_ERROR.value
+                )
         if row.state not in ACTIVE_STATES or row.scheduler != self.spec.batch_system or not row.job_id:
             self.spec = self.spec.with_attempt(row.attempt + 1)
             return False
@@ -160,36 +162,37 @@ class JobProcess:
         return True
 
     def _adopt(self, row: Any) -> str | None:
-        """The job of an attempt journaled as ``submitting``: found by its unique name, if the scheduler can
-        look names up; else None (the attempt is then taken as not submitted)."""
-        find = getattr(self.scheduler, "find_by_name", None)
-        name = row.job_name if hasattr(row, "job_name") else None
-        if not callable(find) or not name:
+        """The job of an attempt journaled as ``submitting`` (the earlier submitter died between its intent and
+        the scheduler's answer), where the scheduler can find the live job of that attempt
+        (``find_job(job_script) -> job ids``); else None, with a warning naming the attempt."""
+        script = str(Path(row.job_dir) / "job.sh")
+        try:
+            found = self.scheduler.find_job(script)
+        except SchedulerError as exc:
+            log.warning("%s: could not look up the job of %s: %s", row.task_id, script, exc)
+            return None
+        if found is None:
             log.warning(
-                "%s: an earlier submitter stopped while submitting attempt %d; %s cannot look the job up by name, "
-                "so it is submitted again (check `%s` for a duplicate)",
+                "%s: an earlier submitter stopped while submitting attempt %d (job folder %s); %s cannot look the "
+                "job up, so the attempt is submitted again: check the queue for a duplicate",
                 row.task_id,
                 row.attempt,
-                row.scheduler,
+                row.job_dir,
                 row.scheduler,
             )
             return None
-        try:
-            ids = list(find(name))
-        except SchedulerError as exc:
-            log.warning("%s: could not look up job %s: %s", row.task_id, name, exc)
-            return None
+        ids = [str(i) for i in found]
         if not ids:
+            log.info("%s: attempt %d was not submitted before its submitter stopped", row.task_id, row.attempt)
             return None
-        for extra in ids[1:]:  # more than one with that name cannot be ours twice: keep the first
-            log.warning("%s: cancelling duplicate job %s of attempt %d", row.task_id, extra, row.attempt)
-            try:
-                self.scheduler.kill([extra])
-            except SchedulerError as exc:
-                log.error("%s: could not cancel duplicate job %s: %s", row.task_id, extra, exc)
         self.journal.set_job_id(row.task_id, row.attempt, ids[0])
-        log.info("%s: adopted job %s of attempt %d (found by name %s)", row.task_id, ids[0], row.attempt, name)
-        return str(ids[0])
+        log.info(
+            "%s: adopted job %s of attempt %d (its submitter stopped while submitting)",
+            row.task_id,
+            ids[0],
+            row.attempt,
+        )
+        return ids[0]
 
     def _task_info(self, spec: JobSpec) -> dict[str, Any]:
         """What the runner reads (task.json). A copy for the node: the submit side never reads it back."""
@@ -213,26 +216,28 @@ class JobProcess:
 
     def submit(self) -> None:
         spec = self.spec
-        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
+        for folder in (spec.result_dir, Path(spec.marker_path).parent):
             Path(folder).mkdir(parents=True, exist_ok=True)
+        # the job folder lies where earlier attempts' nodes could write: never through a link they left
+        jobfiles.safe_folder(spec.job_dir, spec.log_dir)
         # what the submit side believes of this attempt, from itself only
         self.imported_modules = frozenset(sys.modules)
         self.absent_outputs = tuple(p for p in output_paths(self.task) if not os.path.lexists(p))
         info = self._task_info(spec)
-        (Path(spec.job_dir) / jobfiles.TASK).write_text(json.dumps(info, indent=1, sort_keys=True))
+        jobfiles.write_file(str(Path(spec.job_dir) / jobfiles.TASK), json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
         runtime.prepare_image(spec)  # dynamic dependencies never went through preflight
         script, _command, submit_file = self.run_ctx.render(spec)
         for name, text in self.run_ctx.private_files(spec).items():
             jobfiles.write_private(str(Path(spec.job_dir) / name), text)
-        Path(spec.script_path).write_text(script)
-        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)  # executable, as the umask says
+        jobfiles.write_file(spec.script_path, script, 0o777)  # executable, as far as the umask says
+        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)
         if submit_file is not None and self.scheduler.submit_file_name:
-            (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
+            jobfiles.write_file(str(Path(spec.job_dir) / self.scheduler.submit_file_name), submit_file)
         if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
             staging.pack_inputs(spec, self.task)
-        # the intent first: a submitter killed between the scheduler's answer and the journal write finds the
-        # attempt as `submitting` and looks the job up by name instead of submitting it twice
+        # the intent first: a submitter killed between the scheduler's answer and the journal write leaves the
+        # attempt as `submitting`; the next one looks for its job (_adopt) instead of blindly submitting again
         record = dict(
             run_id=spec.run_id,
             task_id=spec.task_id,
@@ -336,7 +341,7 @@ class JobProcess:
         if result is None or result.status != "success" or not missing_outputs(self.task)[0]:
             return False
         self._outputs_wait_since = self._outputs_wait_since or time.time()
-        return time.time() - self._outputs_wait_since < OUTPUTS_WAIT
+        return time.time() - self._outputs_wait_since < float(self.spec.settings.get("outputs_wait", 10.0))
 
     def _held(self, tracked: TrackedJob) -> bool:
         """A held job is neither running nor failed; after held_timeout, held_action decides."""
@@ -674,9 +679,9 @@ def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
         text = str(getattr(exc, name, "") or "")
         lines.append(f"--- {name} ---" + ("\n" + text.rstrip() if text.strip() else " (empty)"))
     path = Path(spec.job_dir) / "submit.log"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        jobfiles.write_private(str(path), "\n".join(lines) + "\n")  # never through a link in the job folder
+    try:  # the job folder may hold links an earlier attempt's node left: never written through
+        jobfiles.safe_folder(spec.job_dir, spec.log_dir)
+        jobfiles.write_file(str(path), "\n".join(lines) + "\n")
     except OSError:
         return None
     return str(path)
@@ -753,7 +758,7 @@ def bound_folders(spec: JobSpec) -> list[str]:
         return ["/"]
     from containerbatch.runtimes.base import Runtime
 
-    return [b.src for b in Runtime.binds(spec) if not b.read_only]
+    return [b.dst for b in Runtime.binds(spec) if not b.read_only]  # paths as the task sees them
 
 
 def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
@@ -795,9 +800,16 @@ def set_aside_partial_outputs(spec: JobSpec, absent: Iterable[str], outputs: Ite
     for path in absent:
         if path in declared and os.path.lexists(path):
             dest = target / path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, dest)
-            moved = True
+            try:
+                # the job folder is the node's to write: never move anything through a link it left there
+                folder = jobfiles.safe_folder(str(dest.parent), spec.log_dir)
+                final = os.path.join(folder, dest.name)
+                if os.path.lexists(final):
+                    raise OSError(f"{final} exists already")
+                shutil.move(path, final)
+                moved = True
+            except OSError as exc:
+                log.error("%s: cannot set the partial output %s aside: %s", spec.task_id, path, exc)
     return str(target) if moved else None
 
 
@@ -909,6 +921,45 @@ def b2luigi_arguments(build_kwargs: dict[str, Any], tasks: list[luigi.Task]) -> 
     return True
 
 
+def check_grouping(tasks: Iterable[luigi.Task]) -> None:
+    """b2luigi's parameter grouping (``Parameter(grouping=True)`` with ``max_grouping_size > 1``) is refused
+    before anything is submitted, naming what to use instead."""
+    from containerbatch.run import walk
+
+    for task in walk(tasks):
+        grouped = getattr(task, "has_grouped_params", None)
+        size = getattr(task, "max_grouping_size", 1)
+        if callable(grouped) and grouped() and isinstance(size, int) and size > 1:
+            raise ConfigError(
+                f"b2luigi's parameter grouping (max_grouping_size={size}) is not available with containerbatch: "
+                "each task is its own job. Remove max_grouping_size (or set it to 1); to put several tasks into "
+                f"one job set tasks_per_job = {size} instead, or max_array_size for one array submission.",
+                setting="max_grouping_size",
+                task=str(task.task_id),
+            )
+
+
+def prepare_b2luigi(run: Run, tasks: list[luigi.Task]) -> None:
+    """What a run of b2luigi tasks needs, however it was started (``containerbatch run``, plain
+    ``containerbatch.process`` or ``containerbatch.b2luigi.process``): grouping refused, the settings
+    snapshot for the node."""
+    from containerbatch.settings import b2luigi_snapshot
+
+    check_grouping(tasks)
+    run.node_context.setdefault("b2luigi_settings", b2luigi_snapshot())
+
+
+def uses_b2luigi(tasks: list[luigi.Task]) -> bool:
+    """Whether any task of the graph is a b2luigi task (b2luigi is never imported here for it)."""
+    b2luigi = sys.modules.get("b2luigi")
+    base = getattr(b2luigi, "Task", None)
+    if not isinstance(base, type):
+        return False
+    from containerbatch.run import walk
+
+    return any(isinstance(task, base) for task in walk(tasks))
+
+
 def process(
     tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None, **build_kwargs: Any
 ) -> bool:
@@ -944,6 +995,8 @@ def process(
     run = run or Run()
     from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
 
+    if uses_b2luigi(task_list):  # the node applies the b2luigi settings in force here
+        prepare_b2luigi(run, task_list)
     with run_logging(log_path_of(run)):  # image conversions and reconciling are part of the run's log
         run.preflight(task_list)
     if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():

@@ -43,11 +43,12 @@ from rich.table import Table
 from rich.text import Text
 
 from containerbatch import jobfiles
+from containerbatch.states import ENDED_STATES
 
 #: the states the live display counts, in display order
 PROGRESS_STATES = ("waiting", "submitted", "queued", "running", "retrying", "done", "failed", "unknown")
 #: journal states after which an attempt changes no more
-FINAL_STATES = frozenset({"done", "failed", "cancelled", "new_deps", "lost"})
+FINAL_STATES = frozenset({*ENDED_STATES, "lost"})  # the attempt states of containerbatch.states
 #: journal states that count as a failed task (exit code 1)
 FAILED_STATES = frozenset({"failed", "cancelled", "lost"})
 
