@@ -28,7 +28,6 @@ travels to the node in the runner bundle.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -48,10 +47,15 @@ import luigi
 
 from containerbatch import settings as _cbsettings
 from containerbatch.errors import ConfigError
+from containerbatch.settings import b2luigi_snapshot as settings_snapshot
 
 log = logging.getLogger(__name__)
 
 __version__ = getattr(_b2luigi, "__version__", "")
+__all__ = [name for name in dir(_b2luigi) if not name.startswith("_")] + [
+    "check_grouping",
+    "settings_snapshot",
+]
 
 #: arguments of b2luigi's process() that make it do something other than run the tasks; none submits
 _NON_SUBMITTING = ("show_output", "dry_run", "test", "remove", "remove_only", "batch_runner", "progress_tui")
@@ -62,7 +66,10 @@ _has_run = False
 
 
 def __getattr__(name: str) -> Any:
-    # anything b2luigi has that the star import left out (private helpers, late additions)
+    # anything b2luigi has that the star import left out (private helpers); never module dunders such as
+    # __path__, which would make this module look like b2luigi's package
+    if name.startswith("__") and name.endswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(_b2luigi, name)
 
 
@@ -92,59 +99,11 @@ def get_setting(key: str, default: Any = None, task: Any = None, deprecated_keys
         raise
 
 
-def settings_snapshot() -> dict[str, Any]:
-    """The b2luigi settings in force now: the settings files (nearest first, as b2luigi reads them) under
-    ``set_setting`` values.  Values JSON cannot carry (a class, a function) are left out with a warning."""
-    merged: dict[str, Any] = {}
-    for path in _b2settings._setting_file_iterator():
-        try:
-            with open(path) as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the settings file {path}: {exc}") from None
-        if isinstance(data, dict):
-            for key, value in data.items():
-                merged.setdefault(key, value)  # the nearest file wins, as in b2luigi
-    merged.update(getattr(_b2settings, "_current_global_settings", {}))
-    merged.update(_cbsettings._set_settings)
-    carried: dict[str, Any] = {}
-    for key, value in merged.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            log.warning(
-                "setting %r (%r) cannot be sent to the batch node; set it at module level in the workflow file "
-                "(or as a task attribute) so the node sets it too",
-                key,
-                value,
-            )
-            continue
-        carried[key] = value
-    # the node runs the task itself: b2luigi's dispatch() runs the run function there, in the job
-    carried["_dispatch_local_execution"] = True
-    return carried
-
-
-def _walk(tasks: Iterable[luigi.Task]) -> Iterable[luigi.Task]:
-    from containerbatch.run import walk
-
-    return walk(tasks)
-
-
 def check_grouping(tasks: Iterable[luigi.Task]) -> None:
-    """b2luigi's parameter grouping (``Parameter(grouping=True)`` with ``max_grouping_size > 1``) is refused
-    before anything is submitted, naming what to use instead."""
-    for task in _walk(tasks):
-        grouped = getattr(task, "has_grouped_params", None)
-        size = getattr(task, "max_grouping_size", 1)
-        if callable(grouped) and grouped() and isinstance(size, int) and size > 1:
-            raise ConfigError(
-                f"b2luigi's parameter grouping (max_grouping_size={size}) is not available with containerbatch: "
-                "each task is its own job. Remove max_grouping_size (or set it to 1); to put several tasks into "
-                "one submission use containerbatch's tasks_per_job or array submission instead.",
-                setting="max_grouping_size",
-                task=str(task.task_id),
-            )
+    """Refuse b2luigi's parameter grouping before anything is submitted (see ``worker.check_grouping``)."""
+    from containerbatch.worker import check_grouping as check  # the submit side only: not on the node
+
+    check(tasks)
 
 
 def _call_b2luigi(task_like_elements: Any, arguments: dict[str, Any], kwargs: dict[str, Any]) -> Any:
@@ -230,10 +189,10 @@ def process(
 def _run_batch(tasks: list[luigi.Task], kwargs: dict[str, Any]) -> bool:
     from containerbatch.run import Run
     from containerbatch.settings import SettingsResolver
+    from containerbatch.worker import prepare_b2luigi
     from containerbatch.worker import process as cb_process
 
-    check_grouping(tasks)
     run = Run(SettingsResolver(defaults={"batch_system": "auto"}))
-    run.node_context["b2luigi_settings"] = settings_snapshot()
+    prepare_b2luigi(run, tasks)
     workers = int(kwargs.pop("workers", 1) or 1)
     return cb_process(tasks, workers=workers, run=run, **kwargs)

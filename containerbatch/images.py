@@ -29,6 +29,7 @@ import subprocess
 from pathlib import Path
 
 from containerbatch.errors import ConfigError
+from containerbatch.runlog import activity
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ def ensure_cached(
         log.info("converting %s to %s (once, before submission): %s", uri, dest, " ".join(argv))
         try:
             partial.unlink(missing_ok=True)
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+            with activity(log, f"converting {uri} to a SIF in {dest.parent} (once, before submission)"):
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             partial.unlink(missing_ok=True)
             raise ConfigError(

@@ -46,6 +46,8 @@ __all__ = [
     "parse_result",
     "read_result",
     "read_small",
+    "safe_folder",
+    "write_file",
     "write_private",
 ]
 
@@ -145,6 +147,49 @@ def current_umask() -> int:
     mask = os.umask(0o022)  # elsewhere: the classic dance (not thread-safe, so only as a fallback)
     os.umask(mask)
     return mask
+
+
+def safe_folder(path: str, base: str) -> str:
+    """Make the folder ``path`` (under ``base``, a folder the submit side made) without following a link:
+    every component below ``base`` must be a real folder, or is created. A node that left a link in the
+    job folder's place (to ``/etc``, say) makes this an OSError instead of a write elsewhere.
+
+    Returns the folder's path.
+    """
+    target = os.path.abspath(path)
+    start = os.path.abspath(base)
+    if target != start and not target.startswith(start.rstrip("/") + "/"):
+        start = os.path.dirname(target)  # not under base: at least its last component is checked
+    root = os.path.realpath(start)
+    os.makedirs(root, exist_ok=True)
+    here = root
+    for part in [p for p in target[len(start) :].split("/") if p]:
+        here = os.path.join(here, part)
+        try:
+            os.mkdir(here)
+        except FileExistsError:
+            pass
+        info = os.lstat(here)
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise OSError(errno.ELOOP, f"{here} is a link or not a folder; containerbatch does not write through it")
+    return here
+
+
+def write_file(path: str, text: str, mode: int = 0o666) -> None:
+    """Write ``text`` to ``path`` through a new temporary file renamed over it: a link at ``path`` is replaced,
+    never followed. ``mode`` is masked by the umask."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write_private(path: str, text: str) -> None:

@@ -40,6 +40,48 @@ def run_log_path(state_dir: str | Path, run_id: str) -> Path:
     return Path(state_dir) / "runs" / run_id / "run.log"
 
 
+class _LazyFileHandler(logging.FileHandler):
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+# -- long operations (image conversions, pulls): progress for whoever shows it ------------------------------
+
+#: callbacks ``(event, key, text, started)`` with event "start" or "end"; a display registers one
+ACTIVITY_LISTENERS: list[Any] = []
+
+
+@contextmanager
+def activity(logger: logging.Logger, text: str) -> Iterator[None]:
+    """Mark a long operation (``converting docker://x to a SIF``): logged at INFO, and shown as it runs.
+
+    Every callable in :data:`ACTIVITY_LISTENERS` is called with ``("start",
+    key, text, started)`` before and ``("end", key, text, started)`` after the
+    block (also when it raises); a listener's error never disturbs the
+    operation.
+    """
+    import time
+
+    started = time.time()
+    key = f"{id(text)}-{started}"
+    logger.info("%s ...", text)
+    _notify("start", key, text, started)
+    try:
+        yield
+    finally:
+        _notify("end", key, text, started)
+        logger.info("%s: took %.1f s", text, time.time() - started)
+
+
+def _notify(event: str, key: str, text: str, started: float) -> None:
+    for listener in list(ACTIVITY_LISTENERS):
+        try:
+            listener(event, key, text, started)
+        except Exception:  # noqa: BLE001 - showing progress must never break the operation
+            logging.getLogger(__name__).debug("activity listener failed", exc_info=True)
+
+
 class _Forward(logging.Handler):
     """Hands records at or above its level to the root logger's handlers (once, as propagation would)."""
 
@@ -72,10 +114,9 @@ def run_logging(path: str | Path, file_level: int = logging.INFO) -> Iterator[Pa
         ``path``.
     """
     file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
     shown = logging.getLogger().getEffectiveLevel()
     level = min(file_level, shown)
-    handler = logging.FileHandler(file, encoding="utf-8", delay=True)
+    handler = _LazyFileHandler(file, encoding="utf-8", delay=True)  # no file (nor folder) until a record comes
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     saved: list[tuple[logging.Logger, int, bool, list[logging.Handler]]] = []

@@ -131,6 +131,7 @@ def _as_str_dict(value: Any) -> dict[str, str]:
     return {k: str(v) for k, v in mapping.items()}
 
 
+#: the values of containerbatch.states.Reason (settings imports nothing of containerbatch: it runs on nodes)
 REASONS = (
     "task_error",
     "out_of_memory",
@@ -142,6 +143,7 @@ REASONS = (
     "submit_error",
     "cancelled",
     "outputs_missing",
+    "bad_result",
 )
 
 
@@ -178,6 +180,43 @@ def _choice(*choices: str) -> Callable[[Any], str]:
         return text
 
     return convert
+
+
+def b2luigi_snapshot() -> dict[str, Any]:
+    """The b2luigi settings in force now, for the node: b2luigi's settings files (nearest first, as b2luigi
+    reads them) under its ``set_setting`` values and this module's.  Values JSON cannot carry (a class, a
+    function) are left out with a warning.  b2luigi is read only if this process imported it."""
+    b2settings = sys.modules.get("b2luigi.core.settings")
+    merged: dict[str, Any] = {}
+    files = getattr(b2settings, "_setting_file_iterator", None)
+    for path in files() if callable(files) else []:
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the settings file {path}: {exc}") from None
+        if isinstance(data, dict):
+            for key, value in data.items():
+                merged.setdefault(key, value)  # the nearest file wins, as in b2luigi
+    merged.update(_b2luigi_globals())
+    with _lock:
+        merged.update(_set_settings)
+    carried: dict[str, Any] = {}
+    for key, value in merged.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            log.warning(
+                "setting %r (%r) cannot be sent to the batch node; set it at module level in the workflow file "
+                "(or as a task attribute) so the node sets it too",
+                key,
+                value,
+            )
+            continue
+        carried[key] = value
+    # the node runs the task itself: b2luigi's dispatch() runs the run function there, in the job
+    carried["_dispatch_local_execution"] = True
+    return carried
 
 
 def detect_batch_system() -> str:
@@ -567,6 +606,15 @@ DEFINITIONS: dict[str, Setting] = {
             "Failure reasons that are resubmitted: task_error, out_of_memory, walltime, node_failure, preempted, "
             "lost, image_error, submit_error, cancelled, outputs_missing.",
             "resubmission",
+        ),
+        _s(
+            "outputs_wait",
+            _as_float,
+            10.0,
+            "float",
+            "Seconds a job that reported success may take for its outputs to show on the submit host (slow "
+            "network filesystems) before it fails with outputs_missing.",
+            "polling",
         ),
         _s(
             "max_dynamic_rounds",

@@ -66,6 +66,13 @@ MAX_ENV_VALUE = 128 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _bounded(value: float, maximum: float) -> bool:
+    """Whether a number is finite, positive and at most ``maximum`` (ints of any size compare exactly)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return bool(0 < value <= maximum)
+
+
 def parse_memory(value: Any) -> int:
     """Memory in MiB (rounded up) from ``4GB``, ``4 GiB``, ``512M``, or a bare number of MiB.
 
@@ -75,7 +82,7 @@ def parse_memory(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"memory must be like '4GB' or '512MiB', not {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or not 0 < value <= MAX_MEMORY_MB:
+        if not _bounded(value, MAX_MEMORY_MB):
             raise ValueError(f"memory must be a positive number of MiB up to {MAX_MEMORY_MB}, not {value!r}")
         return max(1, math.ceil(value))
     match = _MEM_RE.match(str(value))
@@ -97,7 +104,7 @@ def parse_duration(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"walltime must be like '2h', '90min' or '1:30:00', not {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or not 0 < value <= MAX_WALLTIME_S:
+        if not _bounded(value, MAX_WALLTIME_S):
             raise ValueError(f"walltime must be a positive number of seconds up to {MAX_WALLTIME_S}, not {value!r}")
         return max(1, int(value))
     text = str(value).strip()
@@ -248,9 +255,17 @@ class JobSpec:
 
     @property
     def staged(self) -> bool:
-        """Whether the node has no shared filesystem: inputs travel in, outputs come back (HTCondor
-        ``transfer_files``); the container then sees scratch folders at the submit-side paths."""
-        return self.batch_system == "htcondor" and bool(self.settings.get("transfer_files"))
+        """Whether the node has no shared filesystem: inputs travel in, outputs come back (``transfer_files``
+        on a scheduler that declares ``STAGES_FILES``, such as HTCondor); the container then sees scratch
+        folders at the submit-side paths."""
+        if not self.settings.get("transfer_files"):
+            return False
+        from containerbatch.plugins import schedulers
+
+        try:
+            return bool(getattr(schedulers.get(self.batch_system), "STAGES_FILES", False))
+        except ConfigError:
+            return False
 
     def node_path(self, path: str) -> str:
         """Where a submit-side ``path`` lies on the node: itself, or under the job's scratch folder."""

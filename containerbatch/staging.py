@@ -115,16 +115,30 @@ def _skip_dir(path: Path, excluded: set[str]) -> bool:
     )
 
 
+#: seconds a listing of the workflow's sources is reused (a burst of staged jobs walks the folder once)
+SOURCES_TTL = 30.0
+_sources: dict[tuple[str, frozenset[str]], tuple[float, list[str]]] = {}
+
+
 def workflow_sources(spec: JobSpec) -> Iterator[str]:
-    """The workflow folder's Python sources (and settings.json), recursively."""
+    """The workflow folder's Python sources (and settings.json), recursively; one walk per SOURCES_TTL
+    seconds for all the jobs of a workflow folder."""
     root = Path(spec.module_file).parent
-    excluded = {spec.result_dir, spec.log_dir, spec.state_dir}
+    excluded = frozenset({spec.result_dir, spec.log_dir, spec.state_dir})
+    key = (str(root), excluded)
+    cached = _sources.get(key)
+    if cached is not None and time.monotonic() - cached[0] < SOURCES_TTL:
+        yield from cached[1]
+        return
+    found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not _skip_dir(here / d, excluded))
+        dirs[:] = sorted(d for d in dirs if not _skip_dir(here / d, set(excluded)))
         for name in sorted(files):
             if name.endswith(_SOURCE_SUFFIXES) or name in _SOURCE_NAMES:
-                yield str(here / name)
+                found.append(str(here / name))
+    _sources[key] = (time.monotonic(), found)
+    yield from found
 
 
 def _arcname(path: str) -> str:

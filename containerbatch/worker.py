@@ -49,8 +49,6 @@ log = logging.getLogger(__name__)
 
 #: seconds a staged job's output archive may trail its done-marker
 STAGE_OUT_WAIT = 30.0
-#: seconds a successful job's outputs may take to show on the submit host (NFS attribute caches)
-OUTPUTS_WAIT = 10.0
 #: rounds a task may report dynamic requirements that are already complete on the submit host
 STALE_DYNAMIC_ROUNDS = 3
 
@@ -153,6 +151,10 @@ class JobProcess:
             job_id = self._adopt(row)
             if job_id is not None:
                 row = replace(row, job_id=job_id)
+            else:  # taken as not submitted: it ends here, the next attempt follows
+                self.journal.update(
+                    row.task_id, row.attempt, state=AttemptState.FAILED.value, reason=Reason.SUBMIT_ERROR.value
+                )
         if row.state not in ACTIVE_STATES or row.scheduler != self.spec.batch_system or not row.job_id:
             self.spec = self.spec.with_attempt(row.attempt + 1)
             return False
@@ -175,36 +177,37 @@ class JobProcess:
         return True
 
     def _adopt(self, row: Any) -> str | None:
-        """The job of an attempt journaled as ``submitting``: found by its unique name, if the scheduler can
-        look names up; else None (the attempt is then taken as not submitted)."""
-        find = getattr(self.scheduler, "find_by_name", None)
-        name = row.job_name if hasattr(row, "job_name") else None
-        if not callable(find) or not name:
+        """The job of an attempt journaled as ``submitting`` (the earlier submitter died between its intent and
+        the scheduler's answer), where the scheduler can find the live job of that attempt
+        (``find_job(job_script) -> job ids``); else None, with a warning naming the attempt."""
+        script = str(Path(row.job_dir) / "job.sh")
+        try:
+            found = self.scheduler.find_job(script)
+        except SchedulerError as exc:
+            log.warning("%s: could not look up the job of %s: %s", row.task_id, script, exc)
+            return None
+        if found is None:
             log.warning(
-                "%s: an earlier submitter stopped while submitting attempt %d; %s cannot look the job up by name, "
-                "so it is submitted again (check `%s` for a duplicate)",
+                "%s: an earlier submitter stopped while submitting attempt %d (job folder %s); %s cannot look the "
+                "job up, so the attempt is submitted again: check the queue for a duplicate",
                 row.task_id,
                 row.attempt,
-                row.scheduler,
+                row.job_dir,
                 row.scheduler,
             )
             return None
-        try:
-            ids = list(find(name))
-        except SchedulerError as exc:
-            log.warning("%s: could not look up job %s: %s", row.task_id, name, exc)
-            return None
+        ids = [str(i) for i in found]
         if not ids:
+            log.info("%s: attempt %d was not submitted before its submitter stopped", row.task_id, row.attempt)
             return None
-        for extra in ids[1:]:  # more than one with that name cannot be ours twice: keep the first
-            log.warning("%s: cancelling duplicate job %s of attempt %d", row.task_id, extra, row.attempt)
-            try:
-                self.scheduler.kill([extra])
-            except SchedulerError as exc:
-                log.error("%s: could not cancel duplicate job %s: %s", row.task_id, extra, exc)
         self.journal.set_job_id(row.task_id, row.attempt, ids[0])
-        log.info("%s: adopted job %s of attempt %d (found by name %s)", row.task_id, ids[0], row.attempt, name)
-        return str(ids[0])
+        log.info(
+            "%s: adopted job %s of attempt %d (its submitter stopped while submitting)",
+            row.task_id,
+            ids[0],
+            row.attempt,
+        )
+        return ids[0]
 
     def _task_info(self, spec: JobSpec) -> dict[str, Any]:
         """What the runner reads (task.json). A copy for the node: the submit side never reads it back."""
@@ -228,26 +231,28 @@ class JobProcess:
 
     def submit(self) -> None:
         spec = self.spec
-        for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
+        for folder in (spec.result_dir, Path(spec.marker_path).parent):
             Path(folder).mkdir(parents=True, exist_ok=True)
+        # the job folder lies where earlier attempts' nodes could write: never through a link they left
+        jobfiles.safe_folder(spec.job_dir, spec.log_dir)
         # what the submit side believes of this attempt, from itself only
         self.imported_modules = modules_now()
         self.absent_outputs = tuple(p for p in output_paths(self.task) if not os.path.lexists(p))
         info = self._task_info(spec)
-        (Path(spec.job_dir) / jobfiles.TASK).write_text(json.dumps(info, indent=1, sort_keys=True))
+        jobfiles.write_file(str(Path(spec.job_dir) / jobfiles.TASK), json.dumps(info, indent=1, sort_keys=True))
         runtime = self.run_ctx.runtime(spec.runtime, dict(spec.settings))
         runtime.prepare_image(spec)  # dynamic dependencies never went through preflight
         script, _command, submit_file = self.run_ctx.render(spec)
         for name, text in self.run_ctx.private_files(spec).items():
             jobfiles.write_private(str(Path(spec.job_dir) / name), text)
-        Path(spec.script_path).write_text(script)
-        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)  # executable, as the umask says
+        jobfiles.write_file(spec.script_path, script, 0o777)  # executable, as far as the umask says
+        os.chmod(spec.script_path, (0o777 & ~jobfiles.current_umask()) | 0o700)
         if submit_file is not None and self.scheduler.submit_file_name:
-            (Path(spec.job_dir) / self.scheduler.submit_file_name).write_text(submit_file)
+            jobfiles.write_file(str(Path(spec.job_dir) / self.scheduler.submit_file_name), submit_file)
         if spec.staged:  # no shared filesystem: the job's inputs travel in one archive
             staging.pack_inputs(spec, self.task)
-        # the intent first: a submitter killed between the scheduler's answer and the journal write finds the
-        # attempt as `submitting` and looks the job up by name instead of submitting it twice
+        # the intent first: a submitter killed between the scheduler's answer and the journal write leaves the
+        # attempt as `submitting`; the next one looks for its job (_adopt) instead of blindly submitting again
         record = dict(
             run_id=spec.run_id,
             task_id=spec.task_id,
@@ -351,7 +356,7 @@ class JobProcess:
         if result is None or result.status != "success" or not missing_outputs(self.task)[0]:
             return False
         self._outputs_wait_since = self._outputs_wait_since or time.time()
-        return time.time() - self._outputs_wait_since < OUTPUTS_WAIT
+        return time.time() - self._outputs_wait_since < float(self.spec.settings.get("outputs_wait", 10.0))
 
     def _held(self, tracked: TrackedJob) -> bool:
         """A held job is neither running nor failed; after held_timeout, held_action decides."""
@@ -589,20 +594,10 @@ class JobProcess:
         self.ended_at = time.time()
         submit_log = record_submit_error(spec, exc)
         try:
-            self.journal.record_submit(
-                run_id=spec.run_id,
-                task_id=spec.task_id,
-                task_family=spec.task_family,
-                params=dict(spec.params),
-                attempt=spec.attempt,
-                scheduler=spec.batch_system,
-                runtime=spec.runtime,
-                image=spec.image,
-                job_id=None,
-                job_dir=spec.job_dir,
-                marker_path=spec.marker_path,
-            )
-            self.journal.update(spec.task_id, spec.attempt, state="failed", reason="submit_error", ended=self.ended_at)
+            if self.journal.attempt(spec.task_id, spec.attempt) is None:  # refused before the intent was recorded
+                self._journal_refusal(spec)
+            state = AttemptState.FAILED.value
+            self.journal.update(spec.task_id, spec.attempt, state=state, reason="submit_error", ended=self.ended_at)
         except Exception:  # the journal's trouble must not hide the scheduler's words
             log.debug("could not journal the refused submission of %s", spec.task_id, exc_info=True)
         self.run_ctx.processes[self.key] = self  # the display and the summary see the refused attempt
@@ -630,6 +625,22 @@ class JobProcess:
         )
         log.error("%s", message, extra={FAILURE_ATTR: True})
         self._report(FAILED, message)
+
+    def _journal_refusal(self, spec: JobSpec) -> None:
+        self.journal.record_submit(
+            run_id=spec.run_id,
+            task_id=spec.task_id,
+            task_family=spec.task_family,
+            params=dict(spec.params),
+            attempt=spec.attempt,
+            scheduler=spec.batch_system,
+            runtime=spec.runtime,
+            image=spec.image,
+            job_id=None,
+            job_dir=spec.job_dir,
+            marker_path=spec.marker_path,
+            state=AttemptState.SUBMITTING.value,
+        )
 
     def canary_failed(self, message: str) -> None:
         """The canary of this task's image failed: the task was never submitted."""
@@ -663,7 +674,7 @@ def _job_end_time(finished: float | None, marker_path: str) -> float:
     if isinstance(finished, (int, float)) and not isinstance(finished, bool) and 0 < finished <= time.time() + 60:
         return float(finished)
     try:
-        return os.stat(marker_path).st_mtime
+        return os.lstat(marker_path).st_mtime
     except OSError:
         return time.time()
 
@@ -683,9 +694,9 @@ def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:
         text = str(getattr(exc, name, "") or "")
         lines.append(f"--- {name} ---" + ("\n" + text.rstrip() if text.strip() else " (empty)"))
     path = Path(spec.job_dir) / "submit.log"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:  # the job folder may hold links an earlier attempt's node left: never written through
+        jobfiles.safe_folder(spec.job_dir, spec.log_dir)
+        jobfiles.write_file(str(path), "\n".join(lines) + "\n")
     except OSError:
         return None
     return str(path)
@@ -804,9 +815,16 @@ def set_aside_partial_outputs(spec: JobSpec, absent: Iterable[str], outputs: Ite
     for path in absent:
         if path in declared and os.path.lexists(path):
             dest = target / path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, dest)
-            moved = True
+            try:
+                # the job folder is the node's to write: never move anything through a link it left there
+                folder = jobfiles.safe_folder(str(dest.parent), spec.log_dir)
+                final = os.path.join(folder, dest.name)
+                if os.path.lexists(final):
+                    raise OSError(f"{final} exists already")
+                shutil.move(path, final)
+                moved = True
+            except OSError as exc:
+                log.error("%s: cannot set the partial output %s aside: %s", spec.task_id, path, exc)
     return str(target) if moved else None
 
 
@@ -853,7 +871,12 @@ def _truthful(result: Any, tasks: list[luigi.Task]) -> bool:
         LuigiStatusCode.SCHEDULING_FAILED: "luigi could not schedule the tasks (see the messages above)",
         LuigiStatusCode.NOT_RUN: "some tasks were not run (their requirements could not be met)",
     }.get(status, "some tasks failed")
-    log.error("containerbatch: the run did not complete: %s; not complete: %s", why, ", ".join(incomplete) or "-")
+    log.error(
+        "containerbatch: the run did not complete: %s; not complete: %s",
+        why,
+        ", ".join(incomplete) or "-",
+        extra={FAILURE_ATTR: why == "some tasks failed"},  # the CLI's end summary explains failed tasks
+    )
     return False
 
 
@@ -913,6 +936,45 @@ def b2luigi_arguments(build_kwargs: dict[str, Any], tasks: list[luigi.Task]) -> 
     return True
 
 
+def check_grouping(tasks: Iterable[luigi.Task]) -> None:
+    """b2luigi's parameter grouping (``Parameter(grouping=True)`` with ``max_grouping_size > 1``) is refused
+    before anything is submitted, naming what to use instead."""
+    from containerbatch.run import walk
+
+    for task in walk(tasks):
+        grouped = getattr(task, "has_grouped_params", None)
+        size = getattr(task, "max_grouping_size", 1)
+        if callable(grouped) and grouped() and isinstance(size, int) and size > 1:
+            raise ConfigError(
+                f"b2luigi's parameter grouping (max_grouping_size={size}) is not available with containerbatch: "
+                "each task is its own job. Remove max_grouping_size (or set it to 1); to put several tasks into "
+                f"one job set tasks_per_job = {size} instead, or max_array_size for one array submission.",
+                setting="max_grouping_size",
+                task=str(task.task_id),
+            )
+
+
+def prepare_b2luigi(run: Run, tasks: list[luigi.Task]) -> None:
+    """What a run of b2luigi tasks needs, however it was started (``containerbatch run``, plain
+    ``containerbatch.process`` or ``containerbatch.b2luigi.process``): grouping refused, the settings
+    snapshot for the node."""
+    from containerbatch.settings import b2luigi_snapshot
+
+    check_grouping(tasks)
+    run.node_context.setdefault("b2luigi_settings", b2luigi_snapshot())
+
+
+def uses_b2luigi(tasks: list[luigi.Task]) -> bool:
+    """Whether any task of the graph is a b2luigi task (b2luigi is never imported here for it)."""
+    b2luigi = sys.modules.get("b2luigi")
+    base = getattr(b2luigi, "Task", None)
+    if not isinstance(base, type):
+        return False
+    from containerbatch.run import walk
+
+    return any(isinstance(task, base) for task in walk(tasks))
+
+
 def process(
     tasks: luigi.Task | Iterable[luigi.Task], workers: int = 1, *, run: Run | None = None, **build_kwargs: Any
 ) -> bool:
@@ -946,7 +1008,12 @@ def process(
     if b2luigi_arguments(build_kwargs, task_list):
         return True  # dry_run: nothing submitted
     run = run or Run()
-    run.preflight(task_list)
+    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
+
+    if uses_b2luigi(task_list):  # the node applies the b2luigi settings in force here
+        prepare_b2luigi(run, task_list)
+    with run_logging(log_path_of(run)):  # image conversions and reconciling are part of the run's log
+        run.preflight(task_list)
     if not {"scheduler_host", "scheduler_port", "scheduler_url"} & build_kwargs.keys():
         build_kwargs.setdefault("local_scheduler", True)
     previous = signal.getsignal(signal.SIGTERM)
@@ -958,8 +1025,6 @@ def process(
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
     detailed = bool(build_kwargs.pop("detailed_summary", False))
-    from containerbatch.runlog import log_path_of, run_logging, without_luigi_console_logging
-
     try:
         # luigi's log (and ours) into the run's log file, not on the console twice
         with run_logging(log_path_of(run)), without_luigi_console_logging(build_kwargs):

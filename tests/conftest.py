@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,8 +104,12 @@ def htcondor_ready() -> tuple[bool, str]:
     if folder is None:
         return False, "no pool: run `bash ci/htcondor/run.sh up` (or set CB_HTCONDOR_BIN)"
     argv = [str(folder / "condor_status"), "-af", "Name", "HasSingularity", "HasSIF"]
-    ok, out = _ok(argv, timeout=60)
-    return ok and "true true" in out, out
+    for _ in range(10):  # a busy machine: the collector may not answer at once
+        ok, out = _ok(argv, timeout=60)
+        if ok and "true true" in out:
+            return True, out
+        time.sleep(3)
+    return False, out
 
 
 @functools.cache

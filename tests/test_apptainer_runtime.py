@@ -131,7 +131,8 @@ def test_singularity_uses_its_binary_and_prefix(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PATH", str(FAKES_BIN))
     sing = SingularityRuntime({})
     spec = make_spec(env={"A": "1"})
-    assert sing.command(spec)[:2] == [str(FAKES_BIN / "singularity"), "exec"]
+    assert sing.binary() == str(FAKES_BIN / "singularity")
+    assert sing.command(spec)[:2] == ["singularity", "exec"]  # by name: found on the node's PATH
     assert set(sing.exports(spec)) == {
         "SINGULARITYENV_A",
         "SINGULARITYENV_PYTHONDONTWRITEBYTECODE",

@@ -308,7 +308,9 @@ def sleeping_run(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen, list]
         stderr=subprocess.DEVNULL,
     )
     try:
-        rows = wait_for(lambda: (tmp_path / ".containerbatch" / "journal.sqlite").exists() and attempts(tmp_path))
+        # an attempt is journaled (as submitting) before the scheduler's answer: wait for its job id
+        journal = tmp_path / ".containerbatch" / "journal.sqlite"
+        rows = wait_for(lambda: journal.exists() and [r for r in attempts(tmp_path) if r.job_id])
         assert pid_running(int(rows[0].job_id))
         yield tmp_path, submitter, rows
     finally:

@@ -75,8 +75,8 @@ def test_failing_task_reports_log_and_exit_code(tmp_path):
     )
     proc = run_cli(["run", "wf.py", "Boom", "--image", DEMO_IMAGE], cwd=tmp_path)
     assert proc.returncode == 1
-    assert "the fit did not converge" in proc.stderr
-    assert "task_error" in proc.stderr and "logs/Boom" in proc.stderr
+    assert "the fit did not converge" in proc.stdout  # the end summary
+    assert "task_error" in proc.stdout and "logs/Boom" in proc.stdout
     assert not (tmp_path / "results" / "never").exists()
 
 
@@ -92,7 +92,7 @@ def test_image_without_python_is_image_error(tmp_path):
     )
     proc = run_cli(["run", "wf.py", "T", "--image", DEMO_IMAGE], cwd=tmp_path)
     assert proc.returncode == 1
-    assert "image_error" in proc.stderr
+    assert "image_error" in proc.stdout
 
 
 def test_container_runs_as_submitting_user(tmp_path, workdir, monkeypatch):

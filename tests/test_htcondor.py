@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import json
 import logging
+import os
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -405,3 +407,64 @@ def test_bad_htcondor_settings(tmp_path, settings):
 def test_unwritable_values_are_refused(tmp_path, name):
     with pytest.raises(ConfigError, match="cannot be written"):
         HTCondorScheduler({}).submit_file(replace(make_spec(tmp_path), job_name=name))
+
+
+# -- container modes on a pool: preflight asks condor_status, job.sh refuses to run outside the image ----------
+class Pool(HTCondorScheduler):
+    def __init__(self, stdout: str, exit_code: int = 0) -> None:
+        super().__init__({})
+        self.answer, self.calls = (exit_code, stdout), []  # type: ignore[var-annotated]
+
+    def _run(self, argv, stdin=None):
+        self.calls.append(list(argv))
+        return CommandResult(tuple(argv), self.answer[0], self.answer[1], "no collector" if self.answer[0] else "")
+
+
+@pytest.mark.parametrize(
+    ("mode", "image", "constraint", "named"),
+    [
+        ("attribute", "/i/a.sif", "HasSingularity =?= true", "SINGULARITY_JOB"),
+        ("universe", "/i/a.sif", "HasSingularity =?= true && HasSIF =?= true", "HasSIF"),
+        ("universe", "docker://x:1", "HasDocker =?= true || HasSingularity =?= true", "HasDocker"),
+    ],
+)
+def test_container_modes_need_a_slot_that_can_start_the_image(tmp_path, mode, image, constraint, named):
+    spec = make_spec(tmp_path, runtime="apptainer", image=image, htcondor_container_mode=mode)
+    ok = Pool("slot1@node\n")
+    ok.check(spec)
+    ok.check(replace(spec, task_id="other"))
+    assert ok.calls == [["condor_status", "-constraint", constraint, "-af", "Name"]]  # once per run
+    for refusing in (Pool(""), Pool("", exit_code=1)):
+        with pytest.raises(ConfigError, match=named) as info:
+            refusing.check(spec)
+        assert "HasSingularity" in str(info.value) and info.value.setting == "htcondor_container_mode"
+    Pool("").check(make_spec(tmp_path, runtime="apptainer", image=image))  # wrap mode asks nothing
+
+
+def test_job_script_refuses_to_run_outside_the_image(tmp_path):
+    (tmp_path / "wf.py").write_text("")
+    spec = replace(
+        make_spec(tmp_path, runtime="apptainer", image="/i/a.sif", htcondor_container_mode="attribute"),
+        marker_path=str(tmp_path / "done" / "m"),
+    )
+    (tmp_path / "done").mkdir()
+    Path(spec.job_dir).mkdir(parents=True)
+    script = Path(spec.job_dir) / "job.sh"
+    script.write_text(jobscript.render(spec, ["echo", "ran the task"], inside_image=True))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APPTAINER", "SINGULARITY"))}
+    bare = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert bare.returncode == 125 and "ran the task" not in bare.stdout
+    assert "outside any container" in bare.stderr and "SINGULARITY_JOB" in bare.stderr
+    inside = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env={**env, "APPTAINER_CONTAINER": "/i/a.sif"}
+    )
+    assert (inside.returncode, inside.stdout) == (0, "ran the task\n")
+    (tmp_path / "wf.py").unlink()  # the shared folders are not bound into the container
+    unbound = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env={**env, "APPTAINER_CONTAINER": "x"}
+    )
+    assert (
+        unbound.returncode == 125
+        and "SINGULARITY_BIND_EXPR" in unbound.stderr
+        and str(tmp_path / "wf.py") in unbound.stderr
+    )

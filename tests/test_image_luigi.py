@@ -30,7 +30,7 @@ def test_image_without_luigi_and_no_bundle_is_an_image_error(tmp_path):
         env={"CONTAINERBATCH_BUNDLE": "never"},
     )
     assert proc.returncode == 1
-    assert "image_error" in proc.stderr and "bundle" in proc.stderr
+    assert "image_error" in proc.stdout and "bundle" in proc.stdout  # the end summary
     # an image error is not the infrastructure's: not resubmitted
     assert _journal(tmp_path) == [("Simulate", 1, "failed", "image_error")]
 

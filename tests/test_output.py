@@ -157,6 +157,9 @@ def test_refused_submission_shows_the_schedulers_words(tmp_path: Path) -> None:
     last = [ln for ln in out.splitlines() if re.match(r"run \d{8}-", ln)][-1]
     assert "failed 3" in last and "waiting" not in last, last
     assert bsub_calls(env) == 3  # a permanent refusal is not asked again
+    assert re.search(r"containerbatch logs Leaf_\d_\w+   \(what the batch system said\)", out)
+    logs = run_cli(["logs", "Leaf_0"], cwd=tmp_path, env=env)
+    assert logs.returncode == 0 and REFUSAL in logs.stdout and "was never submitted" in logs.stderr
     submit_log = next(tmp_path.glob("logs/Leaf/Leaf_0_*/attempt-1/submit.log")).read_text()
     assert REFUSAL in submit_log and "exit code: 2" in submit_log and "command: bsub -J" in submit_log
     # status: a row per refused attempt, without a job id, with the scheduler's words
@@ -245,3 +248,54 @@ def test_run_logging_writes_the_file_and_leaves_the_program_as_it_was(tmp_path: 
         "luigi-interface:WARNING:after the run",
     ]
     assert (luigi_log.level, luigi_log.propagate, list(luigi_log.handlers)) == before
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "code", "said", "fix"),
+    [
+        ("lsf", 255, "short: No such queue. Job not submitted.", "`bqueues` lists the queues"),
+        ("slurm", 1, "sbatch: error: invalid partition specified: gpu", "`sinfo -s` lists them"),
+        ("slurm", 1, "sbatch: error: Invalid account or account/partition combination specified", "sacctmgr"),
+        ("lsf", 0, "Welcome to LSF", "the job may have been submitted anyway"),
+    ],
+)
+def test_permanent_refusals_name_the_fix(scheduler: str, code: int, said: str, fix: str) -> None:
+    from containerbatch.plugins import schedulers
+    from containerbatch.schedulers.base import CommandResult
+
+    sched = schedulers.get(scheduler)({})
+    result = CommandResult(("bsub" if scheduler == "lsf" else "sbatch", "job.sh"), code, "", said)
+    with pytest.raises(Exception) as caught:
+        sched.parse_submit(result)
+    exc = caught.value
+    assert getattr(exc, "transient", None) is False
+    assert fix in str(exc) and said in str(exc)
+
+
+def test_a_transient_refusal_is_transient() -> None:
+    from containerbatch.plugins import schedulers
+    from containerbatch.schedulers.base import CommandResult
+
+    result = CommandResult(("sbatch", "job.sh"), 1, "", "sbatch: error: Batch job submission failed: Socket timed out")
+    with pytest.raises(Exception) as caught:
+        schedulers.get("slurm")({}).parse_submit(result)
+    assert getattr(caught.value, "transient", None) is True and "retrying may help" in str(caught.value)
+
+
+def test_times_are_the_jobs_own(twenty: tuple[Path, str, str, int]) -> None:
+    """The journal (so status and report) has the end the job recorded, for a failure too, not when it was seen."""
+    from containerbatch.journal import Journal
+
+    folder = twenty[0]
+    journal = Journal(folder / ".containerbatch" / "journal.sqlite")
+    try:
+        rows = [r for r in journal.attempts() if r.task_family == "Leaf"]
+    finally:
+        journal.close()
+    assert len(rows) == 20
+    for row in rows:
+        result = json.loads((Path(row.job_dir) / "result.json").read_text())
+        assert row.ended == pytest.approx(result["finished"], abs=1e-3), row.task_id
+        assert row.started == pytest.approx(result["started"], abs=1e-3)
+    failed = next(r for r in rows if r.state == "failed")
+    assert failed.task_id.startswith("Leaf_5_") and failed.reason == "task_error"

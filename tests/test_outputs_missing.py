@@ -18,6 +18,9 @@ import pytest
 
 from tests.conftest import DEMO_IMAGE, ROOT, run_cli
 
+#: fail fast here; the default (10 s) gives slow network filesystems time
+QUICK = {"CONTAINERBATCH_OUTPUTS_WAIT": "1"}
+
 MAIN_ONLY = """
 import sys
 import luigi
@@ -55,7 +58,7 @@ def test_success_without_outputs_is_outputs_missing_with_paths_and_hint(workdir:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **QUICK, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "outputs_missing" in proc.stderr
@@ -84,7 +87,7 @@ class Out(luigi.Task):
 
 def test_a_job_that_writes_nothing_fails_at_once(workdir: Path) -> None:
     (workdir / "wf.py").write_text(WRITES_ELSEWHERE)
-    proc = run_cli(["run", "wf.py", "Out", "--json", "--no-progress"], workdir)
+    proc = run_cli(["run", "wf.py", "Out", "--json", "--no-progress"], workdir, env=QUICK)
     assert proc.returncode == 1, proc.stderr[-2000:]
     (task,) = summary(proc)["tasks"]
     assert task["reasons"] == ["outputs_missing"]
@@ -116,7 +119,7 @@ def test_outputs_outside_the_binds_warned_in_preflight_and_fail_in_docker(workdi
     proc = run_cli(
         ["run", "wf.py", "Outside", "--path", target, "--image", DEMO_IMAGE, "--json", "--no-progress"],
         workdir,
-        env={"CONTAINERBATCH_DOCKER_BINARY": "/usr/bin/docker"},
+        env={"CONTAINERBATCH_DOCKER_BINARY": "/usr/bin/docker", **QUICK},
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "outside the folders bound into its container" in proc.stderr  # preflight warning
@@ -125,6 +128,32 @@ def test_outputs_outside_the_binds_warned_in_preflight_and_fail_in_docker(workdi
     assert f"missing {target}" in proc.stderr
     assert "lie outside the folders bound into the container" in proc.stderr
     assert not Path(target).exists()
+
+
+LATE = """
+import subprocess
+import luigi
+
+class Late(luigi.Task):
+    runtime = "host"
+
+    def output(self):
+        return luigi.LocalTarget("results/late.txt")
+
+    def run(self):
+        # the output shows up on the submit host only after the job ended (as on a slow network filesystem)
+        subprocess.Popen(["sh", "-c", "sleep 3; echo x > results/late.txt"], start_new_session=True)
+"""
+
+
+def test_outputs_that_arrive_late_are_waited_for(workdir: Path) -> None:
+    (workdir / "wf.py").write_text(LATE)
+    proc = run_cli(
+        ["run", "wf.py", "Late", "--json", "--no-progress"], workdir, env={"CONTAINERBATCH_OUTPUTS_WAIT": "30"}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (task,) = summary(proc)["tasks"]
+    assert task["outcome"] == "DONE" and task["reasons"] == []
 
 
 SEGFAULT = """

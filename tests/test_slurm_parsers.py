@@ -104,6 +104,27 @@ def test_every_captured_output(path: Path):
     assert parse(load(path)) == EXPECTED[path.stem]
 
 
+# the same cases captured from other Slurm versions (tests/fixtures/slurm/<version>/, e.g. 24.11 from Debian
+# trixie's slurm-wlm in ci/slurm's container): same results, other job ids
+VERSIONED = sorted(FIXTURES.glob("*/*.json"))
+
+
+def test_other_versions_captured():
+    assert {p.parent.name for p in VERSIONED} >= {"24.11"}
+
+
+@pytest.mark.parametrize("path", VERSIONED, ids=[f"{p.parent.name}/{p.stem}" for p in VERSIONED])
+def test_every_captured_output_of_other_versions(path: Path):
+    assert path.stem in EXPECTED, f"{path} has no expected result here: add one to EXPECTED"
+    got, want = parse(load(path)), EXPECTED[path.stem]
+    if isinstance(want, dict):  # per job: compare the states, whatever the ids
+        assert isinstance(got, dict) and sorted(got.values(), key=repr) == sorted(want.values(), key=repr)
+    elif path.stem == "sbatch_parsable_success":
+        assert isinstance(got, str) and got.isdigit()
+    else:
+        assert got == want
+
+
 # -- documented formats that this one-node cluster cannot produce (no accounting, one cluster) ----------------
 def _result(argv: list[str], code: int, out: str, err: str = "") -> CommandResult:
     return CommandResult(tuple(argv), code, out, err)

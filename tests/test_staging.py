@@ -292,6 +292,8 @@ def test_workflow_runs_without_a_shared_filesystem(runtime, marker_first, tmp_pa
     else:
         args += ["--image", str(request.getfixturevalue("rootfs"))]
         env["PATH"] = f"{FAKES_BIN}:{os.environ['PATH']}"
+        # HTCondor jobs get no PATH (getenv = false): the node's apptainer by its path there
+        env["CONTAINERBATCH_NODE_ENGINE_BINARY"] = str(FAKES_BIN / "apptainer")
     try:
         proc = run_cli(args, cwd=work, env=env)
     finally:

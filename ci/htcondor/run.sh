@@ -12,7 +12,7 @@
 # Environment:
 #   CB_CONDOR_SUITE   sid (default: HTCondor 25.x, Apptainer 1.4) or trixie (HTCondor 23.x, apptainer from sid)
 #   CB_CONDOR_SHARE   more host folders (colon-separated) shared with the pool at the same paths;
-#                     /tmp and the checkout always are
+#                     /tmp and the checkout always are (a running pool keeps its set: `down` first)
 #   CB_CONDOR_NAME    container name (default cb-condor-SUITE)
 #   CB_CONDOR_BIN     where `up` writes the wrappers (default ci/htcondor/bin, for trixie ci/htcondor/bin-trixie)
 #   CB_CONDOR_USER    owner of the jobs inside (default cbuser, uid CB_CONDOR_UID=1000)
@@ -91,7 +91,13 @@ shared_dirs() {
     for d in "${extra[@]}"; do
         [ -n "$d" ] || continue
         case "$d" in /*) ;; *) echo "CB_CONDOR_SHARE: $d is not an absolute path" >&2; exit 2 ;; esac
+        [ -d "$d" ] || { echo "CB_CONDOR_SHARE: $d is not a folder" >&2; exit 2; }
         dirs+=("$(cd "$d" && pwd -P)")
+    done
+    for d in "${dirs[@]}"; do
+        case "$d" in *[[:space:]\'\"]* | *:*) echo "cannot share $d with the pool: blanks, quotes or ':' in the path" >&2
+            exit 2 ;;
+        esac
     done
     # drop folders inside another shared one
     local out=() a b inside

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -37,15 +38,17 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
 from containerbatch import jobfiles
+from containerbatch.states import ENDED_STATES
 
 #: the states the live display counts, in display order
 PROGRESS_STATES = ("waiting", "submitted", "queued", "running", "retrying", "done", "failed", "unknown")
 #: journal states after which an attempt changes no more
-FINAL_STATES = frozenset({"done", "failed", "cancelled", "new_deps", "lost"})
+FINAL_STATES = frozenset({*ENDED_STATES, "lost"})  # the attempt states of containerbatch.states
 #: journal states that count as a failed task (exit code 1)
 FAILED_STATES = frozenset({"failed", "cancelled", "lost"})
 
@@ -96,10 +99,12 @@ def styled_state(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def counts_line(counts: dict[str, int]) -> Text:
-    """``waiting 3  running 2  done 10 …`` with every state's colour."""
+def counts_line(counts: dict[str, int], only_present: bool = False) -> Text:
+    """``waiting 3  running 2  done 10 …`` with every state's colour (``only_present``: the states in ``counts``)."""
     text = Text()
     for state in PROGRESS_STATES:
+        if only_present and state not in counts:
+            continue
         if text:
             text.append("  ")
         count = counts.get(state, 0)
@@ -116,9 +121,18 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str, limit: int = 4000) -> str:
+    """Text from a job or a scheduler, safe to print: no control characters (terminal escapes), at most ``limit``."""
+    text = _UNPRINTABLE.sub("?", str(text))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def one_line(text: str, width: int = 120) -> str:
     """The first non-empty line of ``text``, cut to ``width``."""
-    first = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    first = next((ln.strip() for ln in clean(text).splitlines() if ln.strip()), "")
     return first if len(first) <= width else first[: width - 1] + "…"
 
 
@@ -254,11 +268,45 @@ class ProgressDisplay:
         self._outcomes: dict[str, str] = {}
         self._last_label: dict[str, str] = {}
         self._last_summary = 0.0
+        self._final = False  # the last frame: no ETA
         self._live: Live | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._streams: list[tuple[logging.StreamHandler[Any], Any]] = []
         self.last: Snapshot | None = None
+        #: long operations under way (image conversions): key -> (text, started, last reported)
+        self.activities: dict[str, list[Any]] = {}
+        self._activity_lock = threading.Lock()
+        self._tick_lock = threading.RLock()
+
+    # -- long operations -----------------------------------------------------------
+    def on_activity(self, event: str, key: str, text: str, started: float) -> None:
+        """Listener of :func:`containerbatch.runlog.activity`: show a long operation while it runs."""
+        now = time.time()
+        with self._activity_lock:
+            if event == "start":
+                self.activities[key] = [text, started, now]
+            else:
+                self.activities.pop(key, None)
+        if self._live is None:  # plain mode: a line when it starts and when it ends
+            stamp = time.strftime("%H:%M:%S", time.localtime(now))
+            took = fmt_elapsed(now - started)
+            line = f"{stamp} {text} ..." if event == "start" else f"{stamp} {text}: done in {took}"
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.tick()
+
+    def _activity_lines(self, now: float, every: float | None = None) -> list[str]:
+        """``converting … (1m05s)`` for each operation under way; with ``every``: only those not told for so long."""
+        lines = []
+        with self._activity_lock:
+            for entry in self.activities.values():
+                text, started, told = entry
+                if every is not None and now - told < every:
+                    continue
+                entry[2] = now
+                lines.append(f"{text} ({fmt_elapsed(now - started)} so far)")
+        return lines
 
     # -- data ------------------------------------------------------------------
     def _state(self, proc: Any, now: float) -> tuple[str, str]:
@@ -383,11 +431,14 @@ class ProgressDisplay:
 
     def header(self, snap: Snapshot) -> RenderableType:
         """Title, counts, progress bar with ETA."""
-        title = Text.assemble(("containerbatch ", "bold"), (f"run {snap.run_id}  ", "dim"), counts_line(snap.counts))
+        counts = counts_line(snap.counts)
+        if len(counts) + len(snap.run_id) + 20 > self.console.width:  # narrow terminal: the states with tasks
+            counts = counts_line({k: v for k, v in snap.counts.items() if v}, only_present=True)
+        title = Text.assemble(("containerbatch ", "bold"), (f"run {snap.run_id}  ", "dim"), counts)
         bar = Table.grid(padding=(0, 1))
         bar.add_column(width=40)
         bar.add_column()
-        eta = snap.eta()
+        eta = None if self._final else snap.eta()
         done_text = f"{snap.finished}/{snap.total} ended"
         timing = f"elapsed {fmt_elapsed(snap.taken - snap.started)}" + (f"  ETA {fmt_elapsed(eta)}" if eta else "")
         bar.add_row(
@@ -401,6 +452,8 @@ class ProgressDisplay:
         limit = self._limit()
         rows, hidden = self.rows(snap)
         parts: list[RenderableType] = [self.header(snap)]
+        for line in self._activity_lines(snap.taken):
+            parts.append(Spinner("dots", text=Text(line, style="cyan")))
         families = self.families(snap)
         if hidden and len(families) > 0:
             # too many to list: one row per family, then the failures and retries that fit
@@ -419,26 +472,45 @@ class ProgressDisplay:
                 parts.append(Text(f"… and {len(families) - len(shown_families)} more families", style="dim"))
             room = max(2, limit - len(shown_families) - 2)
             rows, hidden = rows[:room], hidden + max(0, len(rows) - room)
-        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-        for column in ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed", "reason"):
-            table.add_column(
-                column,
-                no_wrap=True,
-                overflow="ellipsis",
-                max_width=60 if column == "task" else (70 if column == "reason" else None),
-                justify="right" if column in ("attempt", "elapsed") else "left",
-            )
-        for view in rows:
-            table.add_row(
+        cells = [
+            (
                 view.task_id,
                 str(view.attempt),
-                styled_state(view.detail if view.state == "retrying" else view.state),
+                view.detail if view.state == "retrying" else view.state,
                 view.scheduler,
                 view.job_id,
                 view.image,
                 fmt_elapsed(view.elapsed),
-                Text(view.reason, style="red" if view.state == "failed" else ""),
+                view.reason,
             )
+            for view in rows
+        ]
+        columns = ("task", "attempt", "state", "scheduler", "job id", "image", "elapsed", "reason")
+        # a column nobody fills (image with runtime host, reason when nothing failed) is left out; the others
+        # keep their width and the reason column is cut to what is left
+        keep = [i for i, name in enumerate(columns) if name in ("task", "state") or any(c[i] for c in cells)]
+        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+        for i in keep:
+            name = columns[i]
+            widest = max([len(name), *(len(c[i]) for c in cells)])
+            table.add_column(
+                name,
+                no_wrap=True,
+                overflow="ellipsis",
+                min_width=None if name == "reason" else min(widest, 40),
+                max_width=60 if name == "task" else None,
+                justify="right" if name in ("attempt", "elapsed") else "left",
+            )
+        for view, row in zip(rows, cells, strict=True):
+            values: list[RenderableType] = []
+            for i in keep:
+                if columns[i] == "state":
+                    values.append(styled_state(row[i]))
+                elif columns[i] == "reason":
+                    values.append(Text(row[i], style="red" if view.state == "failed" else ""))
+                else:
+                    values.append(row[i])
+            table.add_row(*values)
         parts.append(table)
         if hidden:
             parts.append(Text(f"… and {hidden} more (`containerbatch status` lists every attempt)", style="dim"))
@@ -478,20 +550,21 @@ class ProgressDisplay:
 
     # -- driving -------------------------------------------------------------------
     def tick(self, final: bool = False) -> Snapshot:
-        """Take a snapshot and show it."""
-        snap = self.snapshot()
-        if self._live is not None:
-            self._live.update(self.render(snap), refresh=True)
-        else:
-            for line in self._plain(snap, final):
-                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        return snap
+        """Take a snapshot and show it (one at a time: the display's thread and an activity's may both ask)."""
+        with self._tick_lock:
+            snap = self.snapshot()
+            if self._live is not None:
+                self._live.update(self.render(snap), refresh=True)
+            else:
+                for line in self._plain(snap, final):
+                    self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            return snap
 
     def _plain(self, snap: Snapshot, final: bool) -> list[str]:
-        if snap.total <= self.threshold:
-            return self.events(snap)
         stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken))
-        lines = []
+        lines = [f"{stamp} {line}" for line in self._activity_lines(snap.taken, every=self.interval)]
+        if snap.total <= self.threshold:
+            return lines + self.events(snap)
         for view in snap.views:  # failures and retries: a line each, even in large runs
             label = view.detail if view.state == "retrying" else view.state
             if self._last_label.get(view.key) == label:
@@ -517,7 +590,10 @@ class ProgressDisplay:
                 log.debug("progress display failed", exc_info=True)
 
     def __enter__(self) -> ProgressDisplay:
+        from containerbatch.runlog import ACTIVITY_LISTENERS
+
         self.started = time.time()
+        ACTIVITY_LISTENERS.append(self.on_activity)
         if self.live_mode:
             self._live = Live(
                 console=self.console, auto_refresh=False, redirect_stdout=True, redirect_stderr=True, transient=False
@@ -530,9 +606,14 @@ class ProgressDisplay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from containerbatch.runlog import ACTIVITY_LISTENERS
+
+        if self.on_activity in ACTIVITY_LISTENERS:
+            ACTIVITY_LISTENERS.remove(self.on_activity)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._final = True
         snap = self.tick(final=True)
         if self._live is not None:
             self._live.stop()
@@ -571,9 +652,7 @@ def _setting(run: Any, name: str, default: float) -> float:
 
 
 def _tail(path: str, lines: int) -> list[str]:
-    from containerbatch.worker import log_tail
-
-    return [ln for ln in log_tail(path, lines).splitlines()]
+    return clean(jobfiles.tail_text(path, lines), 16384).splitlines()  # written on the node: no links, no FIFOs
 
 
 def _failed_procs(run: Any) -> list[Any]:
@@ -598,7 +677,7 @@ def failure_block(proc: Any, tail_lines: int = SUMMARY_TAIL) -> list[str]:
     where = f"{spec.batch_system} job {proc.job_id}" if proc.job_id else f"{spec.batch_system}, never got a job id"
     exit_text = f", exit code {code}" if code is not None else ""
     lines = [f"FAILED {spec.task_id} (attempt {spec.attempt}, {where}): {reason}{exit_text}"]
-    detail = str(getattr(last, "detail", "") or "").strip()
+    detail = clean(str(getattr(last, "detail", "") or "")).strip()
     for line in detail.splitlines()[:12]:
         lines.append(f"  {line.strip()}")
     if len(failures) > 1:
@@ -613,7 +692,7 @@ def failure_block(proc: Any, tail_lines: int = SUMMARY_TAIL) -> list[str]:
     tail, which = _tail(stderr, tail_lines), stderr
     if not tail:
         tail, which = _tail(stdout, tail_lines), stdout
-    lines.append(f"  log: {stderr}" + (f" (stdout: {stdout})" if stdout else ""))
+    lines.append(f"  log: {which or stderr}")
     if tail:
         lines.append(f"  last lines of {os.path.basename(which)}:")
         lines.extend(f"  | {ln}" for ln in tail)
@@ -668,6 +747,8 @@ def final_summary(
         text.append("next:")
         if with_log:
             text.append(f"  containerbatch logs {with_log[0].spec.task_id} --stderr   (the log of a failed task)")
+        else:
+            text.append(f"  containerbatch logs {failed[0].spec.task_id}   (what the batch system said)")
         text.append(f"  containerbatch status {run_id}   (every attempt, with reasons)")
         text.append(f"  containerbatch report {run_id}   (HTML timeline and statistics)")
     if log_path:

@@ -20,6 +20,7 @@ from containerbatch import plugins
 from containerbatch.cli.common import EXIT_FAILED, EXIT_OK, out
 from containerbatch.cli.display import print_json
 from containerbatch.errors import ConfigError, SchedulerError
+from containerbatch.jobfiles import write_private
 
 MIN_PYTHON = (3, 10)
 
@@ -184,6 +185,14 @@ def check_runtimes(checks: list[Check], values: dict[str, Any], wanted: str | No
         checks.append(Check("container engine", name, ok, detail, fix, requested))
 
 
+def _clean_up(commands: list[tuple[list[str], str | None]]) -> None:
+    for argv, _ in commands:
+        try:
+            subprocess.run(argv, capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
 def check_image(checks: list[Check], values: dict[str, Any], image: str, runtime_name: str) -> dict[str, Any]:
     """Is the image there, does python3 ≥ 3.10 start in it, and does it bring luigi?"""
     import luigi
@@ -227,6 +236,8 @@ def check_image(checks: list[Check], values: dict[str, Any], image: str, runtime
         found["present"] = True
         argv = runtime.command(spec)
         env = {**os.environ, **runtime.exports(spec)}
+        for name, text in runtime.private_files(spec).items():  # e.g. Docker's --env-file
+            write_private(os.path.join(spec.job_dir, name), text)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -241,6 +252,8 @@ def check_image(checks: list[Check], values: dict[str, Any], image: str, runtime
                 )
             )
             return found
+        finally:
+            _clean_up(runtime.epilogue(spec))  # the probe leaves no container behind
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CB-DOCTOR ")), None)
     if proc.returncode != 0 or line is None:
         why = (proc.stderr or proc.stdout).strip()[-400:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ def stop_submitter(record: dict[str, Any], wait: float = 15.0) -> bool:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        fail(
+            f"the submitter of run {record.get('run_id')} (pid {pid}) belongs to another user; ask them, or an "
+            "administrator, to stop it"
+        )
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
@@ -86,7 +92,11 @@ def cancel(journal: Journal, rows: list[AttemptRow]) -> tuple[list[AttemptRow], 
             continue
         now = time.time()
         for row in group:
-            journal.update(row.task_id, row.attempt, state="cancelled", reason=CANCEL_REASON, ended=now)
+            try:
+                journal.update(row.task_id, row.attempt, state="cancelled", reason=CANCEL_REASON, ended=now)
+            except sqlite3.Error as exc:  # another user's journal, read-only for us
+                errors.append({"scheduler": name, "job_ids": [row.job_id], "error": f"journal {journal.path}: {exc}"})
+                continue
             done.append(row)
     return done, errors
 

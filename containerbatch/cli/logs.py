@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -75,6 +76,17 @@ def find_task(journal: Journal, query: str, run_id: str | None = None) -> list[A
     return [r for r in hits if r.task_id == task_ids[0]]
 
 
+def _read_log(path: Path) -> str:
+    """A job's log, read without following a link and without blocking on a FIFO put in its place."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    handle = jobfiles.open_node_file(path)
+    if handle is None:
+        fail(f"{path} is not a regular file (a link or a pipe the job put there); not reading it")
+    with handle:
+        return handle.read().decode(errors="replace")
+
+
 def pick_attempt(attempts: list[AttemptRow], number: int | None) -> AttemptRow:
     if number is None:
         return max(attempts, key=lambda r: (r.attempt, r.submitted or 0.0))
@@ -112,9 +124,19 @@ def register(app: typer.Typer) -> None:
             row = pick_attempt(find_task(journal, task, run), attempt)
             stream = "stderr" if stderr else "stdout"
             path = Path(row.job_dir) / stream
+            if not row.job_id and row.reason == "submit_error" and not path.exists():
+                # refused by the batch system: no job, no log; what the submit command said instead
+                path, stream = Path(row.job_dir) / "submit.log", "submit.log"
+                err.print(
+                    f"{row.task_id} attempt {row.attempt} was never submitted (the batch system refused it); "
+                    f"what the submit command printed ({path}):",
+                    markup=False,
+                    highlight=False,
+                )
+                follow = False
             if not follow:
                 try:
-                    text = path.read_text(errors="replace")
+                    text = _read_log(path)
                 except FileNotFoundError:
                     fail(
                         f"{path} does not exist (yet): the job of {row.task_id} attempt {row.attempt} has written "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ from containerbatch.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EX
 from containerbatch.cli.display import (
     FAILED_STATES,
     FINAL_STATES,
+    clean,
     fmt_elapsed,
     fmt_time,
     one_line,
@@ -100,15 +100,6 @@ def elapsed(row: AttemptRow, now: float) -> float | None:
         return None
     end = row.ended if row.ended else (None if row.state in FINAL_STATES else now)
     return None if end is None else end - begin
-
-
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def clean(text: str, limit: int = 4000) -> str:
-    """Text from a job or a scheduler, safe to print: no control characters (terminal escapes), at most ``limit``."""
-    text = _UNPRINTABLE.sub("?", str(text))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _read_text(path: Path, limit: int = 65536) -> str:

@@ -9,9 +9,9 @@ import subprocess
 from collections.abc import Mapping
 from typing import ClassVar
 
-from containerbatch.resubmit import Reason
 from containerbatch.settings import Setting
 from containerbatch.spec import Bind, JobSpec
+from containerbatch.states import Reason
 
 #: exit codes of the job's container command that mean the runner never started
 START_FAILURES: Mapping[int, str] = {
@@ -92,7 +92,7 @@ class Runtime(abc.ABC):
         (``apptainer``, ``docker``...), looked up on the node's PATH: never this host's absolute path.
         """
         for key in ("node_engine_binary", self.binary_setting):
-            value = spec.settings.get(key) if key else None
+            value = (spec.settings.get(key) or self.settings.get(key)) if key else None
             if isinstance(value, str) and value:
                 return value
         found = self.binary()

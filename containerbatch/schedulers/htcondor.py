@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from containerbatch.errors import ConfigError, ContainerBatchError, SubmitError
+from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 ATTRIBUTES = (
     "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,HoldReasonCode,"
@@ -95,10 +94,10 @@ def _value(text: str, what: str) -> str:
     >>> _value("/data/$(x)/$ENV(HOME)/a b $5", "output")
     '/data/$(DOLLAR)(x)/$(DOLLAR)ENV(HOME)/a b $5'
     """
-    if "\n" in text or "\r" in text or "\0" in text or _UNWRITABLE.search(text):
+    if "\n" in text or "\r" in text or "\0" in text or text.rstrip().endswith("\\") or _UNWRITABLE.search(text):
         raise ConfigError(
-            f"{what} {text!r} cannot be written in an HTCondor submit file (line breaks, $$( and "
-            "$(DOLLAR) have no literal form there)",
+            f"{what} {text!r} cannot be written in an HTCondor submit file (line breaks, a trailing \\ that "
+            "would continue the line, $$( and $(DOLLAR) have no literal form there)",
             setting="htcondor_settings" if what.startswith("htcondor") else None,
         )
     return _MACRO.sub("$(DOLLAR)", text)
@@ -133,6 +132,7 @@ class HTCondorScheduler(Scheduler):
     name = "htcondor"
     commands = ("condor_submit", "condor_q", "condor_history", "condor_rm")
     submit_file_name = "job.sub"
+    STAGES_FILES = True  # transfer_files: one archive in, one out (should_transfer_files = YES)
     DOCS_URL = "https://htcondor.readthedocs.io/en/latest/classad-attributes/job-classad-attributes.html#JobStatus"
     TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = {  # JobStatus codes, see DOCS_URL
@@ -144,6 +144,10 @@ class HTCondorScheduler(Scheduler):
         "6": JobState.RUNNING,  # Transferring Output
         "7": JobState.SUSPENDED,  # Suspended
     }
+
+    def __init__(self, settings: Mapping[str, object] | None = None) -> None:
+        super().__init__(settings)
+        self._pool_checked: dict[str, str | None] = {}  # constraint -> why no slot matches (None: one does)
 
     # -- submit ----------------------------------------------------------------
     def container_mode(self, spec: JobSpec) -> str:
@@ -193,7 +197,7 @@ class HTCondorScheduler(Scheduler):
     def check_pool(self, spec: JobSpec) -> None:
         """Ask the pool once (``condor_status -constraint``) whether any slot can start the task's container."""
         constraint, needs = self.pool_requirement(spec)
-        checked: dict[str, str | None] = self.__dict__.setdefault("_pool_checked", {})
+        checked = self._pool_checked
         if constraint not in checked:
             argv = ["condor_status", "-constraint", constraint, "-af", "Name"]
             try:
@@ -320,13 +324,13 @@ class HTCondorScheduler(Scheduler):
         return []
 
     def array_submit_file(self, spec: JobSpec, count: int) -> str:
-        executable = f"executable = {_value(spec.script_path, 'job script path')}"
-        array = f"executable = {_value(f'{spec.job_dir}/array.sh', 'array script path')}"
+        # the array's own script, absolute: condor_submit resolves a relative one against its working directory
+        executable = f"executable = {_value(f'{spec.job_dir}/array.sh', 'array script path')}"
         lines = [
-            array if line == executable else line for line in self.submit_file(spec).splitlines() if line != "queue"
+            executable if line.startswith("executable = ") else line
+            for line in self.submit_file(spec).splitlines()
+            if line != "queue"
         ]
-        if array not in lines:
-            raise SubmitError("the submit description names no executable line to point at the array script")
         return "\n".join([*lines, "arguments = $(Process)", f"queue {count}", ""])
 
     def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:

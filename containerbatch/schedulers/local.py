@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from containerbatch.errors import SubmitError
+from containerbatch.errors import SchedulerError, SubmitError
 from containerbatch.schedulers.base import BaseScheduler
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus
@@ -53,6 +53,23 @@ class LocalScheduler(BaseScheduler):
         self._procs[job_id] = proc
         self._scripts[job_id] = spec.script_path
         return job_id
+
+    def find_job(self, script_path: str) -> list[str]:
+        """Live processes of this user running ``script_path`` (a submitter killed before it journaled the job
+        id finds its job again instead of starting a second one)."""
+        wanted = [b"/bin/bash", script_path.encode()]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != os.getuid():
+                    continue
+                if (entry / "cmdline").read_bytes().split(b"\0")[:2] == wanted:
+                    found.append(entry.name)
+            except OSError:
+                continue
+        return sorted(found, key=int)
 
     def attach(self, job_id: str, script_path: str) -> None:
         """Remember a job started by an earlier submitter (after a restart)."""
@@ -97,6 +114,10 @@ class LocalScheduler(BaseScheduler):
                 os.kill(int(job_id), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
+            except PermissionError:
+                raise SchedulerError(
+                    f"job {job_id} (a process on this machine) belongs to another user: only they or root can cancel it"
+                ) from None
 
     def available(self) -> tuple[bool, str]:
         return True, "this machine"

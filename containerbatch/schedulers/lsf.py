@@ -20,10 +20,9 @@ from collections.abc import Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import StatusQueryError
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ class LSFScheduler(Scheduler):
         if res.gpus:
             argv += ["-gpu", f"num={res.gpus}"]
         argv += [str(a) for a in spec.settings.get("lsf_extra_args") or []]
-        # LSF runs the command through a shell on the node: a path with blanks must be quoted for it
+        # bsub hands the command to /bin/sh on the node: the path is one quoted word (blanks, $(…), ;)
         return [*argv, shlex.quote(spec.script_path)]
 
     def parse_submit(self, result: CommandResult) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -40,14 +41,22 @@ def written(folder: Path, script: str) -> dict[str, bytes]:
     files = {}
     for path in folder.rglob("*"):
         rel = path.relative_to(folder)
-        if path.is_file() and rel.parts[0] not in MACHINERY and str(rel) != script:
+        if path.is_file() and rel.parts[0] not in MACHINERY and str(rel) not in (script, "setup_script.sh"):
             files[str(rel)] = path.read_bytes()
     return files
 
 
-def prepare(tmp: Path, name: str, containerbatch: bool, settings: dict[str, object] | None = None) -> Path:
+def prepare(
+    tmp: Path,
+    name: str,
+    containerbatch: bool,
+    settings: dict[str, object] | None = None,
+    files: dict[str, str] | None = None,
+) -> Path:
     folder = tmp / ("containerbatch" if containerbatch else "b2luigi")
     folder.mkdir()
+    for rel, content in (files or {}).items():
+        (folder / rel).write_text(content)
     text = (WORKFLOWS / name).read_text()
     if containerbatch:
         assert "\nimport b2luigi\n" in text
@@ -58,14 +67,19 @@ def prepare(tmp: Path, name: str, containerbatch: bool, settings: dict[str, obje
     return folder
 
 
-def compare(tmp: Path, name: str, args: list[str], settings: dict[str, object]) -> dict[str, bytes]:
-    plain = prepare(tmp, name, containerbatch=False)
+def compare(
+    tmp: Path, name: str, args: list[str], settings: dict[str, object], files: dict[str, str] | None = None
+) -> dict[str, bytes]:
+    plain = prepare(tmp, name, containerbatch=False, files=files)
+    script = plain / name
+    # the reference is b2luigi's local run, also for examples that ask for batch mode in the script or task
+    script.write_text(script.read_text().replace(", batch=True)", ")").replace('    batch_system = "slurm"\n', ""))
     first = run_script(plain, name, args)
     assert first.returncode == 0, first.stderr[-3000:]
     expected = written(plain, name)
     assert expected, "plain b2luigi wrote nothing"
 
-    batch = prepare(tmp, name, containerbatch=True, settings=settings)
+    batch = prepare(tmp, name, containerbatch=True, settings=settings, files=files)
     second = run_script(batch, name, [*args, "--batch"])
     assert second.returncode == 0, second.stderr[-3000:]
     assert "there were no failed tasks" in second.stderr, second.stderr[-3000:]
@@ -122,6 +136,34 @@ def test_same_files_as_b2luigi_in_docker(tmp_path: Path, name: str, args: list[s
         timeout=120,
     )
     assert check.returncode != 0
+
+
+SLURM = {
+    "batch_system": "slurm",
+    "env_script": "setup_script.sh",
+    "executable": ["python3"],
+    "job_name": "b2luigi_example",
+    "slurm_settings": {"partition": "debug"},
+    "image": "cb-demo:latest",
+    "docker_binary": "/usr/bin/docker",
+}
+
+
+@pytest.mark.slurm
+@pytest.mark.docker
+def test_b2luigi_slurm_example_on_slurm_in_docker(tmp_path: Path) -> None:
+    """b2luigi's Slurm example with its settings.json (plus an image): slurm_settings from the file and the
+    task merge into #SBATCH options."""
+    setup = {"setup_script.sh": 'echo "Use this script to set up your environment"\n'}
+    got = compare(tmp_path, "slurm_example.py", [], SLURM, files=setup)
+    assert len(got) == 4
+    script = next((tmp_path / "containerbatch" / "logs" / "MyNumberTask").rglob("job.sh")).read_text()
+    for line in ("--partition=debug", "--ntasks=1", "--mem=200MB", "--job-name=b2luigi_example"):
+        assert f"#SBATCH {line}" in script
+    rows = sqlite3.connect(tmp_path / "containerbatch" / ".containerbatch" / "journal.sqlite").execute(
+        "SELECT scheduler, runtime, state FROM attempts"
+    )
+    assert set(rows) == {("slurm", "docker", "done")}
 
 
 def test_dry_run_and_other_modes_submit_nothing(tmp_path: Path) -> None:

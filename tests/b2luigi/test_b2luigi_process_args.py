@@ -42,3 +42,29 @@ def test_b2luigi_only_arguments_point_to_containerbatch_b2luigi(workdir: Path) -
     with pytest.raises(ConfigError, match="containerbatch.b2luigi"):
         containerbatch.process([Written(n=4)], show_output=True)
     assert not (workdir / "logs").exists()
+
+
+def test_module_is_b2luigi_with_settings_reaching_both(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    b2luigi = pytest.importorskip("b2luigi")
+    import containerbatch.b2luigi as cb2
+
+    assert cb2.Task is b2luigi.Task and cb2.requires is b2luigi.requires and cb2.dispatch is b2luigi.dispatch
+    assert not hasattr(cb2, "__path__")  # a module, not a second b2luigi package
+    (workdir / "settings.json").write_text('{"result_dir": "from-file", "batch_system": "local"}')
+    cb2.set_setting("my_key", [1, 2])
+    cb2.set_setting("default_task_target_class", luigi.LocalTarget)  # JSON cannot carry it to the node
+    try:
+        assert b2luigi.get_setting("my_key") == [1, 2]
+        assert containerbatch.get_setting("my_key") == [1, 2]
+        assert cb2.get_setting("log_dir") == "logs"  # containerbatch's default, not b2luigi's ValueError
+        with pytest.raises(ValueError):
+            cb2.get_setting("set_nowhere")  # b2luigi's behaviour for its own keys
+        with caplog.at_level("WARNING", logger="containerbatch.b2luigi"):
+            snapshot = cb2.settings_snapshot()
+        assert snapshot["my_key"] == [1, 2] and snapshot["result_dir"] == "from-file"
+        assert snapshot["_dispatch_local_execution"] is True
+        assert "default_task_target_class" not in snapshot and "module level" in caplog.text
+    finally:
+        cb2.clear_setting("my_key")
+        cb2.clear_setting("default_task_target_class")
+    assert containerbatch.get_setting("my_key") is None

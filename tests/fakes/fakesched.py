@@ -220,7 +220,7 @@ def run_tool_fault(f, tool):
         return None
     if f["kind"] == "garbage":
         sys.stdout.write(f.get("text") or GARBAGE)
-        return int(f.get("exit_code", 0))
+        return int(f.get("exit_code") or 0)
     msg, code = DEFAULT_ERRORS.get(tool, ("error\n", 1))
     text = f.get("message")
     sys.stderr.write(msg if text is None else (text if text.endswith("\n") else text + "\n"))
@@ -1455,7 +1455,7 @@ def cmd_condor_submit(argv):
                 ):
                     # real texts (the name as the submit file gives it), by CB_FAKE_CONDOR_VERSION (default 25.14.1)
                     sys.stdout.write("Submitting job(s)")
-                    if os.environ.get("CB_FAKE_CONDOR_VERSION", "25.14.1").startswith("23."):
+                    if not condor_version().startswith("25."):
                         sys.stderr.write("\nERROR: Executable file %s does not exist\n" % exe)
                     else:
                         sys.stderr.write("\nERROR: Can't access executable file %s: No such file or directory\n" % exe)
@@ -1592,7 +1592,7 @@ def cmd_condor_submit(argv):
         sys.stdout.write(
             "Submitting job(s)%s\n%d job(s) submitted to cluster %d.\n" % ("." * len(procs), len(procs), cluster)
         )
-        if not os.environ.get("CB_FAKE_CONDOR_VERSION", "25.14.1").startswith("23."):
+        if condor_version().startswith("25."):
             sys.stderr.write("To monitor your job(s), run: condor_watch_q -clusters %d\n" % cluster)  # 25.14.1
     return 0
 
@@ -1936,6 +1936,11 @@ def _condor_act(argv, action):
             groups = [(None, hits)]
         else:
             groups = [(x, _targets(jobs, x, now)) for x in ids]
+        empty = not any(in_queue(j, now) for j in jobs.values())
+        if action == "remove" and ids and empty and condor_version() != "legacy":
+            # the real condor_rm (25.14.1, 23.9.6) when the queue is empty, whatever the ids
+            sys.stderr.write("condor_rm:0:There are no jobs in the queue\n")
+            return 0
         for x, hits in groups:
             if action == "hold":
                 ok = [j for j in hits if j["JobStatus"] in (1, 2, 7)]
@@ -2000,7 +2005,12 @@ def _condor_act(argv, action):
                     sys.stdout.write("Job %s %s\n" % (x, word))
             elif fail:
                 # 25.14.1 and 23.9.6 (tests/fixtures/htcondor/*/condor_rm_gone.json); older ones end with "."
-                sys.stderr.write("\nCouldn't find/%s all jobs in cluster %s\n" % (verb, x))
+                form = (
+                    "Couldn't find/%s all jobs in cluster %s.\n"
+                    if condor_version() == "legacy"
+                    else ("\nCouldn't find/%s all jobs in cluster %s\n")
+                )
+                sys.stderr.write(form % (verb, x))
             else:
                 sys.stdout.write("All jobs in cluster %s have been %s\n" % (x, word))
             rc = rc or (1 if fail else 0)
@@ -2014,6 +2024,12 @@ def _condor_act(argv, action):
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def condor_version():
+    """Whose texts the HTCondor fakes print: CB_FAKE_CONDOR_VERSION 25.14.1 (default) or 23.9.6, captured in
+    tests/fixtures/htcondor/<version>/, or ``legacy``: the older forms of the docs-sourced fixtures there."""
+    return os.environ.get("CB_FAKE_CONDOR_VERSION") or "25.14.1"
 
 
 def _slot_ad():

@@ -410,7 +410,9 @@ def test_condor_nothing_printed_when_no_match(fake):
 def test_condor_submit_errors(fake):
     (fake.root / "bad.sub").write_text("executable = does-not-exist\nqueue\n")
     r = fake.run("condor_submit", "bad.sub")
-    assert r.returncode == 1 and "ERROR: Executable file" in r.stderr and r.stdout == ""
+    # HTCondor 25.14.1 (tests/fixtures/htcondor/25.14.1/condor_submit_relative_executable.json)
+    assert r.returncode == 1 and "ERROR: Can't access executable file does-not-exist" in r.stderr
+    assert r.stdout == "Submitting job(s)"
     (fake.root / "ok.sub").write_text("executable = /bin/true\nqueue\n")
     fake.fault("error", "condor_submit", "--count", "1")
     r = fake.run("condor_submit", "ok.sub")
@@ -491,7 +493,9 @@ def test_condor_vanish(fake):
     fake.fault("vanish", "condor", "1")
     time.sleep(0.3)
     assert condor_ad(fake, "1") == (None, None)
-    assert fake.run("condor_rm", "1.0").stderr == "Job 1.0 not found\n"
+    # the queue is empty now: what the real condor_rm says then (tests/fixtures/htcondor/*/condor_rm_empty_queue.json)
+    r = fake.run("condor_rm", "1.0")
+    assert (r.returncode, r.stderr) == (0, "condor_rm:0:There are no jobs in the queue\n")
 
 
 def test_condor_queue_linger(fake):
@@ -558,7 +562,9 @@ def test_fake_outputs_match_lsf_fixtures(fake):
     assert re.search(r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d: Submitted from host <", h, re.M)
 
 
-def test_fake_outputs_match_htcondor_fixtures(fake):
+def test_fake_outputs_match_htcondor_fixtures(fake, monkeypatch):
+    monkeypatch.setenv("CB_FAKE_CONDOR_VERSION", "legacy")  # these fixtures hold older versions' texts
+
     def same(name, r):
         fx = load_fixture("htcondor", name)
         assert (r.returncode, norm(r.stdout), norm(r.stderr)) == (

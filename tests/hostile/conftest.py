@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import FAKES_BIN, run_cli
 
 
 def rows(work: Path) -> list[dict]:
@@ -44,8 +46,32 @@ def tree(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, tuple[int, str]]:
     return state
 
 
+#: a traceback frame of the submit side (the runner's frames are the node's, shown in "last lines of the log")
+SUBMIT_SIDE_FRAME = re.compile(
+    r'File "[^"]*/(containerbatch/(?!runner\.py)[^"]*|luigi/(worker|interface|scheduler)\.py)"'
+)
+
+
 def cb(work: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """``containerbatch ARGS`` in ``work``; the test fails on a traceback in its output."""
+    """``containerbatch ARGS`` in ``work``; the test fails on a traceback of the submit side in its output."""
     proc = run_cli(list(args), cwd=work, env=env, timeout=timeout)
-    assert "Traceback (most recent call last)" not in proc.stderr + proc.stdout, proc.stderr[-4000:]
+    # (lines "  | …" quote a job's own log in the end summary: the job's traceback, not the submitter's)
+    said = "\n".join(ln for ln in (proc.stderr + proc.stdout).splitlines() if not ln.startswith("  | "))
+    found = SUBMIT_SIDE_FRAME.search(said)
+    assert found is None, f"a traceback of the submit side ({found.group(0)}):\n{proc.stderr[-6000:]}"
     return proc
+
+
+def shim(folder: Path, tool: str, body: str) -> Path:
+    """An executable ``folder/tool``: a Python script (``body``) standing in for a scheduler command; the real
+    fake is at ``REAL`` and every call is appended to ``folder/calls``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / tool
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, subprocess, sys, time\n"
+        f"REAL = {str(FAKES_BIN / tool)!r}\n"
+        f"open({str(folder / 'calls')!r}, 'a').write('%s %.3f\\n' % ({tool!r}, time.time()))\n" + body
+    )
+    script.chmod(0o755)
+    return script

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.hostile.conftest import cb, rows, tree
 
 PLANT = """
@@ -185,3 +187,142 @@ def test_an_edited_task_file_moves_nothing_but_the_tasks_own_partial_output(work
     moved = sorted(str(p.relative_to(partial)) for p in partial.rglob("*") if p.is_file())
     assert moved == [str(workdir / "results" / "edit.txt").lstrip("/")]  # only the task's own output
     assert not (workdir / "results" / "edit.txt").exists()
+
+
+SLOW = """
+import os
+import time
+import luigi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Slow(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget(os.path.join(HERE, "results", "slow.txt"))
+
+    def run(self):
+        time.sleep(3)
+        with open(os.path.join(HERE, "runs.log"), "a") as handle:
+            handle.write("ran\\n")
+        with self.output().open("w") as handle:
+            handle.write("done")
+"""
+
+
+@pytest.mark.parametrize("journaled", ["submitting", "suspended"])
+def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twice(
+    workdir: Path, journaled: str
+) -> None:
+    """The journal has the attempt as `submitting` (intent written, job id never learnt), or as `suspended`
+    (the scheduler had suspended the job), and its job runs: the next submitter follows that job instead
+    of submitting a second one."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    (workdir / "wf.py").write_text(SLOW)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "containerbatch", "run", "wf.py", "Slow", "--runtime", "host", "--no-progress"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    journal = workdir / ".containerbatch" / "journal.sqlite"
+    deadline = time.time() + 60
+
+    def submitted() -> bool:
+        try:
+            return journal.exists() and any(r["job_id"] for r in rows(workdir))
+        except sqlite3.Error:  # the journal is being created
+            return False
+
+    while time.time() < deadline and not submitted():
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)  # the job (its own session) lives on
+    first.wait()
+    # what the journal holds when the SIGKILL lands between the scheduler's answer and the journal write
+    db = sqlite3.connect(journal)
+    if journaled == "submitting":
+        db.execute("UPDATE attempts SET state = 'submitting', job_id = NULL")
+    else:
+        db.execute("UPDATE attempts SET state = 'suspended'")
+    db.commit()
+    db.close()
+    proc = cb(workdir, "run", "wf.py", "Slow", "--runtime", "host", "--no-progress", "-v")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "runs.log").read_text() == "ran\n"  # once
+    assert [(r["attempt"], r["state"]) for r in rows(workdir)] == [(1, "done")]
+    assert ("adopted job" if journaled == "submitting" else "re-attached") in proc.stderr
+
+
+LINKS = """
+import os
+import sys
+import luigi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Links(luigi.Task):
+    victim = luigi.Parameter()
+    retry_wait = 0
+    max_attempts = 2
+
+    def output(self):
+        return luigi.LocalTarget(os.path.join(HERE, "results", "links.txt"))
+
+    def run(self):
+        job_dir = os.environ["CONTAINERBATCH_JOB_DIR"]
+        # where the submitter will set partial outputs aside, and where it will write the next attempt
+        os.symlink(os.path.join(self.victim, "a"), os.path.join(job_dir, "partial-outputs"))
+        os.symlink(os.path.join(self.victim, "b"), os.path.join(os.path.dirname(job_dir), "attempt-2"))
+        os.makedirs(os.path.dirname(self.output().path), exist_ok=True)
+        open(self.output().path, "w").write("partial")
+        os._exit(1)  # no result: lost, which is resubmitted
+"""
+
+
+def test_links_left_in_the_job_folder_are_never_written_through(workdir: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    for sub in ("a", "b"):
+        (victim / sub).mkdir(parents=True)
+        (victim / sub / "keep.txt").write_text("the user's")
+    before = tree(victim)
+    (workdir / "wf.py").write_text(LINKS)
+    proc = cb(workdir, "run", "wf.py", "Links", "--victim", str(victim), "--runtime", "host", "--no-progress", "-v")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert tree(victim) == before  # nothing moved into, or written through, the links
+    assert "does not write through it" in proc.stderr
+
+
+FLOAT = """
+import os
+import luigi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Fl(luigi.Task):
+    runtime = "host"
+    x = luigi.FloatParameter(default=0)
+
+    def output(self):
+        return luigi.LocalTarget(os.path.join(HERE, "results", "fl.txt"))
+
+    def run(self):
+        with self.output().open("w") as handle:
+            handle.write(repr(self.x))
+"""
+
+
+def test_float_parameter_default_zero_round_trips_to_the_node(workdir: Path) -> None:
+    """0 on the submit host, 0.0 parsed on the node: the same task, not "the workflow file changed"."""
+    (workdir / "wf.py").write_text(FLOAT)
+    proc = cb(workdir, "run", "wf.py", "Fl", "--no-progress")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (workdir / "results" / "fl.txt").read_text() == "0.0"
