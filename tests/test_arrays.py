@@ -273,6 +273,13 @@ def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims):  # noqa: 
         _out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
+        try:  # a failed test leaves no job behind on the shared Slurm
+            with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
+                left = [r[0] for r in db.execute("SELECT job_id FROM attempts WHERE job_id IS NOT NULL")]
+            if left:
+                subprocess.run(["/usr/bin/scancel", *left], capture_output=True, timeout=60)
+        except sqlite3.Error:
+            pass
     scancel = calls(log, "scancel")
     assert len(scancel) == 1 and sorted(scancel[0]) == sorted(ids), (scancel, err)
     for job_id in ids:
