@@ -108,9 +108,7 @@ import os
 # b2luigi parses the command line itself and runs this file again on the node: arguments via the environment
 mode, n, workers = os.environ["CB_B2_MODE"], int(os.environ["CB_B2_N"]), int(os.environ["CB_B2_WORKERS"])
 if mode == "ttl2":
-    from b2luigi.batch.processes import slurm
-    cache = slurm._batch_job_status_cache
-    cache._TTLCache__ttl = 2  # the status cache's time to live (120 s by default)
+    b2luigi.set_setting("batch_status_cache_ttl", 2)  # b2luigi 1.3.0's job-status cache lives 120 s by default
 b2luigi.set_setting("batch_system", "slurm")
 b2luigi.set_setting("result_dir", "results")
 b2luigi.set_setting("executable", [sys.executable])
@@ -131,7 +129,11 @@ while subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_
 
 STUB = """#!/bin/sh
 # stands in for "python -m containerbatch.runner JOBDIR": the submitter is what is measured
-printf '{"status": "success"}' > "$3/result.json"
+tid=$(sed -n 's/^ *"task_id": \\(".*"\\),\\{0,1\\}$/\\1/p' "$3/task.json")
+att=$(sed -n 's/^ *"attempt": \\([0-9]*\\),\\{0,1\\}$/\\1/p' "$3/task.json")
+i=$(sed -n 's/^ *"i": "\\([0-9]*\\)"$/\\1/p' "$3/task.json")
+if [ -n "$i" ]; then : > "results/t_$i.txt"; fi  # the task's output: the submit side checks it is there
+printf '{"status": "success", "task_id": %s, "attempt": %s}' "$tid" "$att" > "$3/result.json"
 """
 
 
@@ -256,6 +258,8 @@ def local_many(n: int, stub: bool, timeout: float) -> dict[str, object]:
         row.update(json.loads((folder / "self-usage.json").read_text()))
     except (OSError, ValueError):
         row["ok"] = 0.0
+    if not row["ok"]:
+        print((folder / "submitter.log").read_text()[-3000:], file=sys.stderr)
     shutil.rmtree(folder, ignore_errors=True)
     label = "local, payload stubbed, one job per task" if stub else "local, tasks_per_job=100, real runner"
     return {"case": label, "n": n, **row, "cpu_ms_per_task": 1000 * row["cpu"] / n}
@@ -267,7 +271,20 @@ def table(rows: list[dict[str, object]]) -> str:
         for r in rows
         if str(r["case"]).startswith("floor")
     }
-    head = ["case", "N", "wall s", "ratio", "sbatch", "squeue", "sacct", "scontrol", "CPU s", "RSS MB", "ok"]
+    head = [
+        "case",
+        "N",
+        "wall s",
+        "ratio",
+        "sbatch",
+        "squeue",
+        "sacct",
+        "scontrol",
+        "queries/min",
+        "CPU s",
+        "RSS MB",
+        "ok",
+    ]
     lines = []
     for r in rows:
         kind = "docker" if "docker" in str(r["case"]) else "host"
@@ -281,6 +298,7 @@ def table(rows: list[dict[str, object]]) -> str:
                 f"{r['wall']:.1f}",
                 f"{float(r['wall']) / float(floor):.2f}" if floor else "",  # type: ignore[arg-type]
                 *[str(c.get(t, 0)) for t in ("sbatch", "squeue", "sacct", "scontrol")],
+                f"{60 * sum(c.get(t, 0) for t in ('squeue', 'sacct', 'scontrol')) / float(r['wall']):.1f}",  # type: ignore[arg-type]
                 f"{r['cpu']:.1f}",
                 f"{r['rss_mb']:.0f}",
                 "yes" if r["ok"] else "NO",
@@ -304,7 +322,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per case")
     parser.add_argument("--workers", type=int, default=1000)
     parser.add_argument("--json", help="also write every row to this file")
+    parser.add_argument("--from-json", help="only print the table of rows an earlier --json wrote")
     args = parser.parse_args()
+    if args.from_json:
+        print(table([r for r in json.loads(Path(args.from_json).read_text()) if "calls" in r and r["case"] != "chain"]))
+        return 0
     rows = []
     for n in [int(x) for x in args.n.split(",")]:
         for name in args.cases.split(","):

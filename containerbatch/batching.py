@@ -71,7 +71,12 @@ def settings_key(spec: JobSpec) -> str:
 @dataclass
 class _Group:
     procs: list[JobProcess] = field(default_factory=list)
-    since: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.monotonic)  # 0: due now
+    last: float = field(default_factory=time.monotonic)  # when the last task joined
+
+    def due(self, now: float, window: float) -> bool:
+        """Full, or no task joined for ``window`` seconds, or the first has waited ten windows."""
+        return not self.since or now - self.last >= window or now - self.since >= 10 * window
 
 
 @dataclass
@@ -138,6 +143,7 @@ class Batcher:
             key = settings_key(spec) + (f"#alone{id(proc)}" if spec.staged or proc.failures else "")
             group = self._groups.setdefault(key, _Group())
             group.procs.append(proc)
+            group.last = time.monotonic()
             proc.deferred = True
             if window <= 0 or len(group.procs) >= per_job * max(1, array):
                 group.since = 0.0  # full: due now
@@ -150,6 +156,25 @@ class Batcher:
             return False
         self.tick()
         return bool(getattr(proc, "deferred", False))
+
+    def cancel(self) -> None:
+        """Ctrl-C: nothing waiting goes out any more (journaled as cancelled); a running canary is cancelled."""
+        with self._lock:
+            groups, self._groups = list(self._groups.values()), {}
+            for group in groups:
+                for proc in group.procs:
+                    proc.deferred = False
+                    proc.cancelled = True
+                    proc.journal.update(
+                        proc.spec.task_id, proc.spec.attempt, state="cancelled", reason="cancelled", ended=time.time()
+                    )
+            for canary in self._canaries.values():
+                if canary.state == "running" and canary.job_id:
+                    try:
+                        canary.scheduler.kill([canary.job_id])
+                    except ContainerBatchError as exc:
+                        log.error("could not cancel the canary job %s: %s", canary.job_id, exc)
+                    canary.state, canary.message = "failed", "cancelled"
 
     # -- submitting ------------------------------------------------------------
     def tick(self, force: bool = False) -> None:
@@ -166,7 +191,7 @@ class Batcher:
                 per_job, array, window, rate, _ = self._ints(spec)
                 if self._needs_canary(spec) and not self._canary_done(spec, group):
                     continue
-                if group.since and now - group.since < window:
+                if not group.due(now, window):
                     continue
                 wait = self._rate_wait(spec, now)
                 if wait > 0:
@@ -201,8 +226,8 @@ class Batcher:
         if len(specs) > 1 and array > 1 and scheduler.supports_arrays:
             try:
                 ids = self._submit_array(scheduler, specs)
-            except ContainerBatchError as exc:
-                self._refused(procs, exc)
+            except (OSError, ContainerBatchError) as exc:
+                self._refused(procs, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
                 return
             for job, job_id in zip(jobs, ids, strict=True):
                 self._submitted(job, job_id)

@@ -93,17 +93,27 @@ def settings_table(definitions: Sequence[Setting], title: str) -> str:
 
 
 def documented() -> dict[str, Setting]:
-    """The core's settings and those of the plugins shipped in the containerbatch package (others: their docs)."""
-    from containerbatch import plugins
+    """The core's settings and those declared by the plugin modules shipped in the package
+    (``containerbatch/schedulers/*``, ``containerbatch/runtimes/*``), found by walking those packages, so
+    the page does not depend on which entry points the environment has installed; third-party plugins
+    document theirs."""
+    import importlib
+    import inspect
+    import pkgutil
+    from dataclasses import replace
 
-    plugins.load_settings()
-    shipped = {
-        f"{registry.kind} plugin {name!r}"
-        for registry in (plugins.schedulers, plugins.runtimes)
-        for name, target in registry.targets().items()
-        if target.startswith("containerbatch.")
-    }
-    return {name: s for name, s in DEFINITIONS.items() if not s.owner or s.owner in shipped}
+    result = {name: s for name, s in DEFINITIONS.items() if not s.owner}
+    for package, kind in (("containerbatch.schedulers", "scheduler"), ("containerbatch.runtimes", "runtime")):
+        for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__), key=lambda i: i.name):
+            module = importlib.import_module(f"{package}.{info.name}")
+            for cls in vars(module).values():
+                if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                    continue
+                for setting in getattr(cls, "SETTINGS", ()) or ():
+                    if setting.name not in result:
+                        owner = f"{kind} plugin {getattr(cls, 'name', '')!r}"
+                        result[setting.name] = replace(setting, group=setting.group or kind, owner=owner)
+    return result
 
 
 def render(definitions: dict[str, Setting] | None = None) -> str:

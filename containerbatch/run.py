@@ -282,6 +282,7 @@ class Run:
     # -- cancel ----------------------------------------------------------------
     def cancel_all(self) -> int:
         """Cancel every job of this run that has not ended; one call per scheduler."""
+        self.batcher.cancel()  # tasks still waiting for their submission, a canary in flight
         by_scheduler: dict[int, tuple[Scheduler, list[JobProcess]]] = {}
         for proc in {id(p): p for p in list(self.processes.values())}.values():
             if proc.job_id and not proc.reported and not proc.cancelled:

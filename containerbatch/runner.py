@@ -53,6 +53,9 @@ def load_workflow(info):
     # __main__ on the submit host: load the file under another name so that
     # its `if __name__ == "__main__":` block does not run again here
     name = info.get("load_as") or "containerbatch_workflow"
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == path:
+        return loaded  # a job of several tasks imported it once, before forking
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError("cannot import the workflow file %s" % path)
@@ -214,6 +217,15 @@ def run_group(group_dir):
     job_dirs = [str(d) for d in group["job_dirs"]]
     parallel = max(1, int(group.get("parallel", 1)))
     import luigi  # noqa: F401  (imported once, before the children fork)
+
+    if job_dirs:  # the workflow too (its imports may be what costs): each child finds it loaded
+        try:
+            with open(os.path.join(job_dirs[0], TASK)) as handle:
+                first = json.load(handle)
+            os.chdir(first["working_dir"])
+            load_workflow(first)
+        except BaseException:  # each child imports it again and reports what goes wrong
+            traceback.print_exc()
 
     running = {}
     worst = 0

@@ -568,8 +568,8 @@ DEFINITIONS: dict[str, Setting] = {
             _as_float,
             1.0,
             "float",
-            "Seconds a ready task waits for others to share its array or job (tasks_per_job, max_array_size); "
-            "a full array or job goes out at once.",
+            "Seconds without a new ready task after which the waiting ones go out together (tasks_per_job, "
+            "max_array_size); a full array or job goes out at once, and none waits more than ten windows.",
             "batching",
         ),
         _s(

@@ -255,9 +255,17 @@ class JobSpec:
 
     @property
     def staged(self) -> bool:
-        """Whether the node has no shared filesystem: inputs travel in, outputs come back (HTCondor
-        ``transfer_files``); the container then sees scratch folders at the submit-side paths."""
-        return self.batch_system == "htcondor" and bool(self.settings.get("transfer_files"))
+        """Whether the node has no shared filesystem: inputs travel in, outputs come back (``transfer_files``
+        on a scheduler that declares ``STAGES_FILES``, such as HTCondor); the container then sees scratch
+        folders at the submit-side paths."""
+        if not self.settings.get("transfer_files"):
+            return False
+        from containerbatch.plugins import schedulers
+
+        try:
+            return bool(getattr(schedulers.get(self.batch_system), "STAGES_FILES", False))
+        except ConfigError:
+            return False
 
     def node_path(self, path: str) -> str:
         """Where a submit-side ``path`` lies on the node: itself, or under the job's scratch folder."""

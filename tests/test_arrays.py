@@ -149,14 +149,23 @@ def test_slurm_array_one_sbatch_per_level_and_a_failed_element_resubmitted_alone
     assert "--array=0-5" in shown.stdout, shown.stdout + shown.stderr
 
 
-def test_htcondor_fake_array_is_one_cluster_and_a_failed_proc_resubmitted_alone(tmp_path, fake_schedulers):
+FAKE = {
+    # scheduler: (submit tool, what the array's submission ends with, element id -> (array id, index))
+    "htcondor": ("condor_submit", "/array.sub", lambda j: tuple(j.split("."))),
+    "lsf": ("bsub", "/array.sh", lambda j: (j.split("[")[0], j.split("[")[1].rstrip("]"))),
+}
+
+
+@pytest.mark.parametrize("batch_system", sorted(FAKE))
+def test_fake_array_is_one_submission_and_a_failed_element_resubmitted_alone(batch_system, tmp_path, fake_schedulers):
+    tool, tail, split = FAKE[batch_system]
     work = tmp_path / "work"
     (work / "results").mkdir(parents=True)
     (work / "pieces.py").write_text(FLAKY)
     (work / "settings.json").write_text(
         json.dumps(
             {
-                "batch_system": "htcondor",
+                "batch_system": batch_system,
                 "max_array_size": 100,
                 "runtime": "host",
                 "retry_on": ["task_error"],
@@ -170,14 +179,109 @@ def test_htcondor_fake_array_is_one_cluster_and_a_failed_proc_resubmitted_alone(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(list((work / "results").glob("piece_*.txt"))) == 5
     log = [json.loads(line) for line in (fake_schedulers / "calls.log").read_text().splitlines()]
-    submits = [c for c in log if c["tool"] == "condor_submit"]
-    assert len(submits) == 3, submits  # the array, the resubmitted proc, Pieces
-    assert submits[0]["argv"][-1].endswith("/array.sub")
+    submits = [c for c in log if c["tool"] == tool]
+    assert len(submits) == 3, submits  # the array, the resubmitted element, Pieces
+    assert submits[0]["argv"][-1].endswith(tail)
     with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
         rows = sorted(db.execute("SELECT task_id, attempt, job_id, state FROM attempts WHERE task_family='Piece'"))
     first = [r for r in rows if r[1] == 1]
-    assert sorted(r[2].split(".")[1] for r in first) == ["0", "1", "2", "3", "4"]
-    assert len({r[2].split(".")[0] for r in first}) == 1  # one cluster
+    assert len({split(r[2])[0] for r in first}) == 1  # one cluster / one array
+    indexes = sorted(int(split(r[2])[1]) for r in first)
+    assert indexes == ([1, 2, 3, 4, 5] if batch_system == "lsf" else [0, 1, 2, 3, 4])
     again = [r for r in rows if r[1] == 2]
     assert len(again) == 1 and again[0][0].startswith("Piece_2_") and again[0][3] == "done"
-    assert again[0][2].split(".")[0] != first[0][2].split(".")[0]
+    assert again[0][2] not in {r[2] for r in first}
+    # each element wrote its own logs
+    for task_id, _attempt, _job, _state in first:
+        folder = next((work / "logs" / "Piece").glob(task_id + "/attempt-1"))
+        assert (folder / "result.json").is_file()
+
+
+def test_lsf_element_states_from_one_bjobs():
+    from containerbatch.schedulers.lsf import LSFScheduler
+
+    lsf = LSFScheduler()
+    argv = lsf.status_argv(["7[1]", "7[2]", "8"])
+    assert argv[-2:] == ["7", "8"] and "jobindex" in argv[argv.index("-o") + 1]
+    out = json.dumps(
+        {
+            "COMMAND": "bjobs",
+            "JOBS": 3,
+            "RECORDS": [
+                {"JOBID": "7", "STAT": "DONE", "EXIT_CODE": "", "EXIT_REASON": "", "JOBINDEX": "1"},
+                {"JOBID": "7", "STAT": "EXIT", "EXIT_CODE": "1", "EXIT_REASON": "", "JOBINDEX": "2"},
+                {"JOBID": "8", "STAT": "RUN", "EXIT_CODE": "", "EXIT_REASON": "", "JOBINDEX": "0"},
+            ],
+        }
+    )
+    states = lsf.parse_status(CommandResult(tuple(argv), 0, out, ""), ["7[1]", "7[2]", "8"])
+    assert {k: v.state for k, v in states.items()} == {
+        "7[1]": JobState.COMPLETED,
+        "7[2]": JobState.FAILED,
+        "8": JobState.RUNNING,
+    }
+
+
+@pytest.mark.slurm
+def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims):  # noqa: F811
+    import signal
+    import sys
+    import time
+
+    from tests.test_slurm_live import NAPS, slurm_state, wait_for
+
+    env, log = shims
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "naps.py").write_text(NAPS)
+    (work / "settings.json").write_text(json.dumps({"max_array_size": 10, "runtime": "host"}))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "containerbatch",
+            "run",
+            "naps.py",
+            "Naps",
+            "--n",
+            "4",
+            "--seconds",
+            "120",
+            "--workers",
+            "5",
+        ],
+        cwd=work,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def elements() -> list[str] | None:
+        try:
+            with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
+                ids = [r[0] for r in db.execute("SELECT job_id FROM attempts WHERE job_id IS NOT NULL")]
+        except sqlite3.Error:
+            return None
+        return ids if len(ids) == 4 and any(slurm_state(i) == "RUNNING" for i in ids) else None
+
+    try:
+        ids = wait_for(elements, timeout=120, what="the array to run")
+        assert len({i.split("_")[0] for i in ids}) == 1
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        try:  # a failed test leaves no job behind on the shared Slurm
+            with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
+                left = [r[0] for r in db.execute("SELECT job_id FROM attempts WHERE job_id IS NOT NULL")]
+            if left:
+                subprocess.run(["/usr/bin/scancel", *left], capture_output=True, timeout=60)
+        except sqlite3.Error:
+            pass
+    scancel = calls(log, "scancel")
+    assert len(scancel) == 1 and sorted(scancel[0]) == sorted(ids), (scancel, err)
+    for job_id in ids:
+        wait_for(lambda j=job_id: slurm_state(j) in ("CANCELLED", ""), timeout=30, what=f"{job_id} cancelled")
+    assert "cancelled 4 job" in err, err

@@ -133,7 +133,7 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None  # (length of the matching name, layer index)
     for index, (_, names) in enumerate(LAYERS):
         for name in names:
-            if module == name or module.startswith(name + "."):
+            if module == name or (name != "containerbatch" and module.startswith(name + ".")):
                 if best is None or len(name) > best[0]:
                     best = (len(name), index)
     return None if best is None else best[1]

@@ -18,7 +18,7 @@ import pytest
 
 from containerbatch import plugins, settings
 from containerbatch.errors import ConfigError
-from containerbatch.testing import Harness, SchedulerContract
+from containerbatch.testing import Harness, RuntimeContract, SchedulerContract
 from containerbatch.testing.fakes import FakeBatch
 
 EXAMPLE = Path(__file__).parent / "plugins" / "example"
@@ -159,3 +159,16 @@ def test_broken_entry_points_are_listed_by_doctor_never_a_traceback(installed: P
     assert {"broken", "notaclass", "abstract", "misnamed", "badform", "crashy"} <= listed
     run = run_cli(["run", "tasks.py", "X", "--batch-system", "abstract"], cwd=tmp_path, env=env)
     assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
+
+
+class TestToyrun(RuntimeContract):
+    runtime = "toyrun"
+    isolated = False  # the toy runtime runs with the host's environment
+
+    @pytest.fixture(autouse=True)
+    def _installed(self, installed: Path) -> None:
+        pass
+
+    def image(self, tmp_path: Path) -> str | None:
+        (tmp_path / "cell.toyimg").touch()
+        return "cell.toyimg"

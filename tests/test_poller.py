@@ -5,11 +5,11 @@ from pathlib import Path
 
 from containerbatch.errors import StatusQueryError
 from containerbatch.poller import Poller
-from containerbatch.schedulers.base import Scheduler
+from containerbatch.schedulers.base import BaseScheduler
 from containerbatch.states import JobState, JobStatus
 
 
-class CountingScheduler(Scheduler):
+class CountingScheduler(BaseScheduler):
     name = "counting"
 
     def __init__(self, states=None, fail=0):
@@ -24,6 +24,12 @@ class CountingScheduler(Scheduler):
             self.fail -= 1
             raise StatusQueryError("slurm_load_jobs error: Socket timed out", transient=True)
         return {j: self.states.get(j, JobStatus(JobState.RUNNING, "RUNNING")) for j in job_ids}
+
+    def submit(self, spec):
+        raise AssertionError("the poller never submits")
+
+    def kill(self, job_ids):
+        raise AssertionError("the poller never cancels")
 
 
 def _poller(**kw):

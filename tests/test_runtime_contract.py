@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from containerbatch.testing import RuntimeContract
 from tests.conftest import DEMO_IMAGE, FAKES_BIN, IN_CI, run_cli
 
 WORKFLOW = """
@@ -129,3 +130,17 @@ def test_runtime_contract(runtime: str, scheduler: str, tmp_path: Path, request:
         assert facts["host_only"] is None
         assert facts["sees_repo"] is False
         assert facts["python"] == "3.11.2"  # the image's Python (Debian bookworm), not the host's
+
+
+# -- the kit's runtime contract, over the built-in runtimes -------------------------------------------
+class TestHostRuntime(RuntimeContract):
+    runtime = "host"
+    isolated = False  # the host's environment is the task's
+
+
+@pytest.mark.docker
+class TestDockerRuntime(RuntimeContract):
+    runtime = "docker"
+
+    def image(self, tmp_path: Path) -> str | None:
+        return DEMO_IMAGE

@@ -149,3 +149,6 @@ def test_unknown_job_is_absent_not_an_error():
     assert sge.parse_history(result("qacct_unknown.txt", ("qacct", "-j", "99999"), stream="stderr"), ["99999"]) == {}
     assert sge.harmless_kill_error(result("qdel_unknown.txt", ("qdel", "99999"), stream="stderr"))
     assert sge.harmless_kill_error(result("qdel_running.txt", ("qdel", "23")))
+    mixed = 'cbjobs has deleted job 25\ndenied: job "99999" does not exist\n'
+    assert sge.harmless_kill_error(CommandResult(("qdel", "25", "99999"), 1, "", mixed))
+    assert not sge.harmless_kill_error(CommandResult(("qdel", "25"), 1, "", "error: commlib error: got select error"))

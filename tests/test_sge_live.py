@@ -1,17 +1,15 @@
 """Grid Engine live: the contract kit against the one-node Grid Engine 8.1.9 of ci/sge (marker ``sge``).
 
 The cell runs in a container (``bash ci/sge/setup.sh``); ci/sge/bin holds qsub, qstat, qacct, qdel,
-qhold, qrls and qmod wrappers that run the real commands in it as the non-root job user.  /tmp is
-shared, so every working directory here lies in a world-writable folder under /tmp (pytest's own
-tmp_path is private to root).  Jobs use the container's python3 with the runner bundle bound.
+qhold, qrls and qmod wrappers that run the real commands in it as the tests' uid (the job user: the
+job folder's private files are the submitter's).  /tmp and the checkout are shared at the same paths.
+Jobs use the container's python3 with the runner bundle bound.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,21 +55,11 @@ class Wide(luigi.Task):
 
 class TestSGE(SchedulerContract):
     scheduler = "sge"
-    shared = True  # jobs run as the cell's job user, not as the tests' user
-    settings = {"bundle": "always", "executable": ["python3"]}
+    settings = {"bundle": "always", "executable": ["python3"]}  # the cell's python3, luigi from the bundle
     job_timeout = 90.0
 
     def environment(self, tmp_path: Path) -> dict[str, str]:
         return {"PATH": f"{SGE_BIN}:{os.environ['PATH']}"}
-
-    def workdir(self, tmp_path: Path) -> Path:
-        base = Path(tempfile.mkdtemp(prefix="cb-sge-test-", dir="/tmp"))
-        os.chmod(base, 0o777)
-        (tmp_path / "sge-base").write_text(str(base))
-        return base / "work dir"
-
-    def cleanup(self, harness: Harness) -> None:
-        shutil.rmtree(harness.root.parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,14 +4,15 @@
 # The image is made by running install.sh in a container with the fixed hostname and committing it
 # (no registry needed: the base is cb-demo:latest from ci/docker/setup.sh).  The container shares /tmp
 # and this checkout at the same paths; ci/sge/bin holds qsub, qstat, qacct, qdel, qhold, qrls, qmod
-# wrappers that run the real command in it as the non-root job user, in the caller's folder.
+# wrappers that run the real command in it as the caller's uid (the job user), in the caller's folder.
 # Idempotent: a running, ready container is left alone.
 set -euo pipefail
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 NAME=${CB_SGE_CONTAINER:-cb-sge}
-IMAGE=${CB_SGE_IMAGE:-cb-sge:8.1.9}
+UID_=$(id -u)
+IMAGE=${CB_SGE_IMAGE:-cb-sge:8.1.9-uid$UID_}
 HOST=${CB_SGE_HOSTNAME:-cb-sge-host}
 BASE=${CB_SGE_BASE:-cb-demo:latest}
 D=/usr/bin/docker
@@ -27,7 +28,8 @@ $D rm -f "$NAME" >/dev/null 2>&1 || true
 if ! $D image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "building $IMAGE from $BASE" >&2
     $D rm -f "$NAME-build" >/dev/null 2>&1 || true
-    $D run --name "$NAME-build" --hostname "$HOST" -v "$HERE:/opt/cb-sge:ro" "$BASE" bash /opt/cb-sge/install.sh >&2
+    $D run --name "$NAME-build" --hostname "$HOST" -e CB_SGE_UID="$UID_" -v "$HERE:/opt/cb-sge:ro" "$BASE" \
+        bash /opt/cb-sge/install.sh >&2
     $D commit --change 'ENV SGE_ROOT=/var/lib/gridengine SGE_CELL=default' \
         --change 'CMD ["bash", "/opt/cb-sge/entrypoint.sh"]' "$NAME-build" "$IMAGE" >/dev/null
     $D rm -f "$NAME-build" >/dev/null

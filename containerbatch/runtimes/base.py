@@ -9,9 +9,9 @@ import subprocess
 from collections.abc import Mapping
 from typing import ClassVar
 
-from containerbatch.resubmit import Reason
 from containerbatch.settings import Setting
 from containerbatch.spec import Bind, JobSpec
+from containerbatch.states import Reason
 
 #: exit codes of the job's container command that mean the runner never started
 START_FAILURES: Mapping[int, str] = {

@@ -14,6 +14,8 @@ class HostRuntime(Runtime):
     """Run the runner directly; the environment is the node's (plus env_script and env)."""
 
     name = "host"
+    #: no engine: only the shell's "not executable" and "not found" mean the runner never started
+    START_FAILURES = {code: text for code, text in Runtime.START_FAILURES.items() if code in (126, 127)}
 
     def available(self) -> tuple[bool, str]:
         return True, "always available (no container)"

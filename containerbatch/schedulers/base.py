@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from containerbatch.errors import SchedulerError, StatusQueryError, SubmitError
-from containerbatch.resubmit import Reason
 from containerbatch.settings import Setting
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +114,10 @@ class BaseScheduler(abc.ABC):
         Seconds between status queries unless ``poll_interval`` is set.
     submit_file_name:
         The file :meth:`submit_file` is written to in the job folder, if the batch system takes one.
+    STAGES_FILES:
+        The batch system carries files to and from the node (no shared filesystem) when ``transfer_files``
+        is set: it sends ``<job_dir>/stage-in.tar.gz`` and brings back ``stage-out.tar.gz`` and the
+        done-marker, starting the job in a scratch folder (``$_CONDOR_SCRATCH_DIR``, else its cwd).
     """
 
     name: ClassVar[str] = ""
@@ -126,6 +129,7 @@ class BaseScheduler(abc.ABC):
     default_poll_interval: ClassVar[float] = 30.0
     TRANSIENT_MARKERS: ClassVar[tuple[str, ...]] = ()
     submit_file_name: ClassVar[str | None] = None
+    STAGES_FILES: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, object] | None = None) -> None:
         self.settings = dict(settings or {})
@@ -165,6 +169,11 @@ class BaseScheduler(abc.ABC):
     def attach(self, job_id: str, script_path: str) -> None:  # noqa: B027 (optional hook)
         """Adopt a job an earlier submitter started (after a restart, or for ``containerbatch kill``), so that
         :meth:`query` and :meth:`kill` know it.  Schedulers that ask the batch system by id need nothing."""
+
+    def find_job(self, script_path: str) -> list[str] | None:
+        """The ids of live jobs running the job script ``script_path`` (unique per attempt), to adopt a job
+        whose submitter stopped before it journaled the id; None when this batch system cannot look it up."""
+        return None
 
     def release(self, job_ids: Sequence[str]) -> None:
         """Release held jobs (``held_action = release``)."""

@@ -22,10 +22,9 @@ from collections.abc import Mapping, Sequence
 
 from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 ATTRIBUTES = (
     "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,HoldReasonCode,"
@@ -133,6 +132,7 @@ class HTCondorScheduler(Scheduler):
     name = "htcondor"
     commands = ("condor_submit", "condor_q", "condor_history", "condor_rm")
     submit_file_name = "job.sub"
+    STAGES_FILES = True  # transfer_files: one archive in, one out (should_transfer_files = YES)
     DOCS_URL = "https://htcondor.readthedocs.io/en/latest/classad-attributes/job-classad-attributes.html#JobStatus"
     TRANSIENT_MARKERS = _TRANSIENT
     STATE_MAP = {  # JobStatus codes, see DOCS_URL
@@ -324,7 +324,8 @@ class HTCondorScheduler(Scheduler):
         return []
 
     def array_submit_file(self, spec: JobSpec, count: int) -> str:
-        executable = "executable = " + _value(f"{spec.job_dir}/array.sh", "job script path")  # absolute, as job.sh
+        # the array's own script, absolute: condor_submit resolves a relative one against its working directory
+        executable = f"executable = {_value(f'{spec.job_dir}/array.sh', 'array script path')}"
         lines = [
             executable if line.startswith("executable = ") else line
             for line in self.submit_file(spec).splitlines()

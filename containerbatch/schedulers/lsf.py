@@ -20,10 +20,9 @@ from collections.abc import Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import StatusQueryError
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +162,30 @@ class LSFScheduler(Scheduler):
 
     # -- status ----------------------------------------------------------------
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        fields, ids = FIELDS, list(job_ids)
+        if any("[" in j for j in job_ids):  # array elements: asked by the array's id, told apart by jobindex
+            fields, ids = f"{FIELDS} jobindex", list(dict.fromkeys(j.split("[", 1)[0] for j in job_ids))
         if self.use_json:
-            return ["bjobs", "-json", "-a", "-o", FIELDS, *job_ids]
-        return ["bjobs", "-noheader", "-a", "-o", f"{FIELDS} delimiter='^'", *job_ids]
+            return ["bjobs", "-json", "-a", "-o", fields, *ids]
+        return ["bjobs", "-noheader", "-a", "-o", f"{fields} delimiter='^'", *ids]
+
+    # -- arrays: bsub -J "name[1-N]"; element ids ID[i]; LSB_JOBINDEX picks the element ------------
+    supports_arrays = True
+    array_index = '"${LSB_JOBINDEX:-}"'
+    array_first = 1
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        return []
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        argv = self.submit_argv(spec)
+        argv[argv.index("-J") + 1] += f"[1-{count}]"
+        argv[argv.index("-o") + 1] = f"{spec.job_dir}/stdout.%I"
+        argv[argv.index("-e") + 1] = f"{spec.job_dir}/stderr.%I"
+        return [*argv[:-1], f"{spec.job_dir}/array.sh"]
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        return f"{base_id}[{index}]"
 
     def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if "-json" in result.argv:
@@ -199,7 +219,8 @@ class LSFScheduler(Scheduler):
             job_id = record.get("JOBID") or (job_ids[0] if len(job_ids) == 1 == len(records) else None)
             if record.get("ERROR") or not job_id:
                 continue  # {"JOBID": "13", "ERROR": "Job <13> is not found"}: absent
-            states[str(job_id)] = self.status_of(
+            index = str(record.get("JOBINDEX") or "0")
+            states[str(job_id) if index == "0" else f"{job_id}[{index}]"] = self.status_of(
                 str(record.get("STAT", "")), record.get("EXIT_CODE"), str(record.get("EXIT_REASON") or "")
             )
         return states
@@ -209,8 +230,9 @@ class LSFScheduler(Scheduler):
         for line in result.stdout.splitlines():
             fields = [("" if f.strip() == "-" else f.strip()) for f in line.split("^")]
             if len(fields) >= 2 and fields[0].isdigit():
-                fields += [""] * (4 - len(fields))
-                states[fields[0]] = self.status_of(fields[1], fields[2], fields[3])
+                fields += [""] * (5 - len(fields))
+                key = fields[0] if fields[4] in ("", "0") else f"{fields[0]}[{fields[4]}]"
+                states[key] = self.status_of(fields[1], fields[2], fields[3])
         # exit 255 comes with any unknown id; only other messages make it an error
         if result.exit_code != 0 and not states and not _quiet(result.stderr + result.stdout):
             raise status_error(result, "bjobs")
@@ -243,8 +265,13 @@ class LSFScheduler(Scheduler):
         text = re.sub(r"\n {21}", "", result.stdout)  # undo bhist's hard wrap at 80 columns
         states = {}
         for block in re.split(r"(?m)^-{20,}\s*$", text):
-            found = re.search(r"Job <(\d+)(?:\[\d+\])?>", block)
-            job_id = found.group(1) if found else (job_ids[0] if len(job_ids) == 1 else None)
+            found = re.search(r"Job <(\d+)(\[\d+\])?>", block)
+            element = found.group(1) + found.group(2) if found and found.group(2) else None
+            job_id = (
+                (element if element in job_ids else found.group(1))
+                if found
+                else (job_ids[0] if len(job_ids) == 1 else None)
+            )
             if job_id is None:
                 continue
             term = re.search(r"(TERM_[A-Z_]+)(?::[ \t]*([^;\n]*))?", block)

@@ -31,11 +31,10 @@ from collections.abc import Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.settings import plugin_setting
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +309,8 @@ class SGEScheduler(Scheduler):
 
     def harmless_kill_error(self, result: CommandResult) -> bool:
         lines = [ln for ln in (result.stderr + "\n" + result.stdout).splitlines() if ln.strip()]
-        return bool(lines) and all(_NOT_FOUND.search(line) or "registered the job" in line for line in lines)
+        done = ("registered the job", "has deleted job")  # what qdel says for the ids it did cancel
+        return bool(lines) and all(_NOT_FOUND.search(line) or any(d in line for d in done) for line in lines)
 
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["qrls", *job_ids]

@@ -24,10 +24,9 @@ from collections.abc import Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
-from containerbatch.resubmit import Reason
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
 

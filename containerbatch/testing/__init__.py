@@ -12,12 +12,15 @@ Every test of :class:`SchedulerContract` then runs against the plugin: submit, q
 re-attach from a fresh instance, every state mapped, failure reasons, hostile values and hostile
 output, and three end-to-end runs of the ``containerbatch`` CLI.  Hooks (class attributes and
 methods) say where the batch system's commands are (a fake's ``bin`` folder, wrappers) and what it
-can show.  :mod:`containerbatch.testing.fakes` holds the machinery to write a small fake of a batch
-system's commands (file-locked state, a call log, jobs run as real processes).
+can show.  :class:`RuntimeContract` does the same for a runtime (``runtime = "mine"``, ``image()``):
+valid plugin, well-formed claims and start failures, hostile values, a task run end to end with its
+bound input and env setting intact and a failing task reported.  :mod:`containerbatch.testing.fakes`
+holds the machinery to write a small fake of a batch system's commands (file-locked state, a call log,
+jobs run as real processes).
 
 Needs pytest (the kit is imported by test suites only).
 """
 
-from containerbatch.testing.contract import Harness, SchedulerContract
+from containerbatch.testing.contract import Harness, RuntimeContract, SchedulerContract
 
-__all__ = ["Harness", "SchedulerContract"]
+__all__ = ["Harness", "RuntimeContract", "SchedulerContract"]

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -192,7 +193,7 @@ class Harness:
         """A spec of :class:`KitJob` named ``name``, runtime host."""
         values = self.values(**settings)
         values["resources"] = dict(resources or {})
-        values["runtime"] = "host"
+        values["runtime"] = "host"  # the spec's runtime; a runtime contract replaces it afterwards
         spec = build_spec(KitJob(name=name), values, run_id=f"kit-{os.getpid()}-{time.time_ns() % 10**9}")
         for folder in (spec.job_dir, spec.result_dir, Path(spec.marker_path).parent):
             self.mkdir(Path(folder))
@@ -622,3 +623,145 @@ def _wait_file(path: Path, timeout: float, kit: Harness) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"{path} never appeared (the job did not start within {timeout:.0f} s)")
         time.sleep(0.2)
+
+
+#: the runtime kit's workflow: Facts reports what the task saw, Boom fails on purpose
+RUNTIME_WORKFLOW = """
+import json
+import os
+
+import luigi
+
+
+class Facts(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget("results/facts.json")
+
+    def run(self):
+        facts = {
+            "contract_env": os.environ.get("CB_CONTRACT"),
+            "host_only": os.environ.get("CB_HOST_ONLY"),
+            "bound": open(os.environ["CB_INPUT"]).read(),
+            "cwd": os.getcwd(),
+            "uid": os.getuid(),
+        }
+        with self.output().open("w") as handle:
+            json.dump(facts, handle)
+
+
+class Boom(luigi.Task):
+    def output(self):
+        return luigi.LocalTarget("results/never")
+
+    def run(self):
+        raise RuntimeError("contract failure 42")
+
+
+class All(luigi.WrapperTask):
+    def requires(self):
+        return [Facts(), Boom()]
+"""
+
+#: an env value every runtime must deliver intact (commas split apptainer's --env; quotes and $ a shell)
+ODD_VALUE = "spaces, commas; $dollar 'quotes' \"double\" `tick` \\\\back"
+
+
+class RuntimeContract:
+    """Contract tests for a runtime plugin: subclass with ``runtime = "<entry-point name>"``.
+
+    Hooks: ``image(tmp_path)`` (the image the end-to-end run uses; None for none), ``scheduler`` (default
+    ``local``), ``environment(tmp_path)``, ``settings``, ``isolated`` (the container does not see the host's
+    environment variables), ``inside(path)`` (where a bound folder appears in the container).
+    """
+
+    runtime: ClassVar[str] = ""
+    scheduler: ClassVar[str] = "local"
+    settings: ClassVar[dict[str, Any]] = {}
+    isolated: ClassVar[bool] = True
+
+    def image(self, tmp_path: Path) -> str | None:
+        return None
+
+    def environment(self, tmp_path: Path) -> dict[str, str]:
+        return {}
+
+    @pytest.fixture
+    def kit(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+        assert self.runtime, f"{type(self).__name__} must set runtime = '<plugin name>'"
+        contract = SchedulerContract()
+        contract.scheduler = self.scheduler  # type: ignore[misc]
+        contract.environment = self.environment  # type: ignore[method-assign]
+        contract.settings = self.settings  # type: ignore[misc]
+        with contract.harness(tmp_path, monkeypatch) as harness:
+            yield harness
+
+    def test_plugin_loads_and_is_valid(self, kit: Harness) -> None:
+        from containerbatch.runtimes.base import Runtime
+
+        assert self.runtime in plugins.runtimes.names(), plugins.runtimes.errors
+        cls = plugins.runtimes.get(self.runtime)
+        assert issubclass(cls, Runtime)
+        assert plugins.validate(cls, self.runtime, "containerbatch.runtimes") == []
+        ok, detail = cls(kit.values()).available()
+        assert isinstance(ok, bool) and isinstance(detail, str) and detail
+
+    def test_claims_and_start_failures_are_well_formed(self, kit: Harness) -> None:
+        cls = plugins.runtimes.get(self.runtime)
+        for image in ("name:tag", "img.sif", "docker://x/y", "/no/such/dir", "", "a b\n$(x)", "\x00", "x" * 5000):
+            strength = cls.claim_image(image)
+            assert isinstance(strength, int) and strength >= 0, (image, strength)
+        for code, meaning in cls.START_FAILURES.items():
+            assert isinstance(code, int) and isinstance(meaning, str) and meaning
+            said = cls.classify_start_failure(code, "")
+            assert said is not None and said[0] is Reason.IMAGE_ERROR, said
+        assert cls.classify_start_failure(0, "") is None
+        claimed = self.image(kit.root)
+        if claimed:
+            assert plugins.guess_runtime(claimed) in (self.runtime, *plugins.runtimes.names())
+
+    def test_command_carries_hostile_values(self, kit: Harness) -> None:
+        runtime = plugins.runtimes.get(self.runtime)(kit.values())
+        image = self.image(kit.root)
+        spec = kit.spec(
+            "hostile",
+            env={"CB_CONTRACT": ODD_VALUE, "CB_NEWLINE": "a\nb"},
+            image=image,
+            binds=[f"{kit.root}:{kit.root}"],
+        )
+        spec = dataclass_replace(spec, runtime=self.runtime)
+        try:
+            argv = runtime.command(spec)
+            exports = runtime.exports(spec)
+        except ConfigError:
+            return
+        assert argv and all(isinstance(a, str) for a in argv), argv
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in exports.items()), exports
+        assert spec.runner_argv()[-1] in argv or any(spec.job_dir in a for a in argv), "the runner is not run"
+
+    def test_runs_a_task_and_reports_a_failure(self, kit: Harness, tmp_path: Path) -> None:
+        """A task sees its bound input and the env setting intact; a failing task is task_error with its log."""
+        (kit.root / "rt_tasks.py").write_text(RUNTIME_WORKFLOW)
+        data = tmp_path / "data"
+        data.mkdir(exist_ok=True)
+        (data / "input.txt").write_text("bound input\n")
+        settings = {
+            "binds": [f"{data}:{data}:ro"],
+            "env": {"CB_CONTRACT": ODD_VALUE, "CB_INPUT": str(data / "input.txt")},
+        }
+        (kit.root / "settings.json").write_text(json.dumps(settings))
+        args = ["run", "rt_tasks.py", "All", "--runtime", self.runtime, "--batch-system", self.scheduler]
+        image = self.image(kit.root)
+        if image:
+            args += ["--image", image]
+        proc = kit.cli([*args, "--workers", "2"], env={"CB_HOST_ONLY": "leaked"})
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 1, output[-3000:]
+        assert "contract failure 42" in output and "task_error" in output
+        assert str(kit.root / "logs" / "Boom") in output
+        facts = json.loads((kit.root / "results" / "facts.json").read_text())
+        assert facts["bound"] == "bound input\n"
+        assert facts["contract_env"] == ODD_VALUE
+        assert facts["cwd"] == str(kit.root)
+        assert (kit.root / "results" / "facts.json").stat().st_uid == os.getuid()
+        if self.isolated:
+            assert facts["host_only"] is None, "the host's environment leaked into the container"

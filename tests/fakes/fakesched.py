@@ -839,7 +839,7 @@ def cmd_bsub(argv):
         if opts.get("-W"):
             parts = [int(x) for x in re.findall(r"\d+", opts["-W"].split("/")[0])]
             runlimit = parts[0] * 60 + parts[1] if len(parts) > 1 else parts[0]
-        lsf["jobs"][jid] = {
+        job = {
             "id": jid,
             "name": name,
             "queue": qname,
@@ -863,14 +863,54 @@ def cmd_bsub(argv):
             "suspended": bool(opts.get("-H")),
             "memory_enforced": bool(os.environ.get("CB_FAKE_ENFORCE_MEMORY")) and "-M" in opts,
         }
+        keys = [jid]
+        array = re.fullmatch(r"(.*)\[(\d+)(?:-(\d+))?\](?:%\d+)?", name)
+        if array:  # a job array: one element per index, "ID[i]", as bjobs/bkill/bhist name them
+            keys = []
+            for index in range(int(array.group(2)), int(array.group(3) or array.group(2)) + 1):
+                element = json.loads(json.dumps(job))
+                element["index"] = index
+                element["env"]["LSB_JOBINDEX"] = str(index)
+                element["name"] = "%s[%d]" % (array.group(1), index)
+                for key in ("stdout", "stderr"):
+                    if element.get(key):
+                        element[key] = (
+                            (
+                                opts.get("-oo" if key == "stdout" else "-eo")
+                                or opts.get("-o" if key == "stdout" else "-e")
+                            )
+                            .replace("%J", jid)
+                            .replace("%I", str(index))
+                        )
+                        if not os.path.isabs(element[key]):
+                            element[key] = os.path.join(cwd, element[key])
+                lsf["jobs"]["%s[%d]" % (jid, index)] = element
+                keys.append("%s[%d]" % (jid, index))
+        else:
+            lsf["jobs"][jid] = job
         apply_job_faults(box)
-    spawn_supervisor("lsf", jid)
+    for key in keys:
+        spawn_supervisor("lsf", key)
     sys.stdout.write("Cannot connect to LSF. Please wait ...\n" * greet)
     if queue:
         sys.stdout.write("Job <%s> is submitted to queue <%s>.\n" % (jid, qname))
     else:
         sys.stdout.write("Job <%s> is submitted to default queue <%s>.\n" % (jid, qname))
     return 0
+
+
+def lsf_select(jobs, x):
+    """The jobs an id names: a job, one array element ``ID[i]``, or every element of array ``ID``."""
+    if x in jobs:
+        return [jobs[x]]
+    base = re.sub(r"\[.*\]$", "", x)
+    if base != x:
+        return []
+    return [j for j in jobs.values() if j["id"] == x]
+
+
+def lsf_key(job):
+    return (int(job["id"]), job.get("index", 0))
 
 
 def lsf_stat(job, now):
@@ -915,7 +955,7 @@ def lsf_field(job, field, now):
         "exec_cwd": job["cwd"] if job.get("start_time") else "",
         "output_file": job.get("stdout") or "",
         "error_file": job.get("stderr") or "",
-        "jobindex": "0",
+        "jobindex": str(job.get("index", 0)),
         "nreq_slot": str(job["nslots"]),
         "slots": str(job["nslots"]),
         "pids": str(job["pid"]) if job.get("running") else "",
@@ -974,15 +1014,18 @@ def cmd_bjobs(argv):
         rows, errors, unfinished_hidden = [], [], False
         if ids:
             for x in ids:
-                j = jobs.get(re.sub(r"\[.*\]$", "", x))
-                if j is None or j.get("vanished") or (lsf_finished(j, now) and now - j.get("end_time", now) >= clean):
+                found = lsf_select(jobs, x)
+                live = [j for j in found if not j.get("vanished")]
+                live = [j for j in live if not (lsf_finished(j, now) and now - j.get("end_time", now) >= clean)]
+                if not live:
                     errors.append(x)
-                elif visible(j):
-                    rows.append(j)
-                else:
-                    unfinished_hidden = True
+                for j in live:
+                    if visible(j):
+                        rows.append(j)
+                    else:
+                        unfinished_hidden = True
         else:
-            rows = sorted((j for j in jobs.values() if visible(j)), key=lambda j: int(j["id"]))
+            rows = sorted((j for j in jobs.values() if visible(j)), key=lsf_key)
         if opts["-J"]:
             rows = [j for j in rows if j["name"] == opts["-J"]]
     consistent = os.environ.get("LSB_BJOBS_CONSISTENT_EXIT_CODE", "N").upper().startswith("Y")
@@ -1042,7 +1085,13 @@ def bhist_long(job, now, uf):
     lsf_stat(job, now)
     L = [
         "Job <%s>, Job Name <%s>, User <%s>, Project <%s>, Command <%s>"
-        % (job["id"], job["name"], job["user"], job["project"], job["command"].strip().replace("\n", "; "))
+        % (
+            job["id"] + ("[%d]" % job["index"] if "index" in job else ""),
+            job["name"],
+            job["user"],
+            job["project"],
+            job["command"].strip().replace("\n", "; "),
+        )
     ]
     sub = "%s: Submitted from host <%s>, to Queue <%s>, CWD <%s>" % (
         t(job["submit_time"]),
@@ -1118,15 +1167,15 @@ def cmd_bhist(argv):
         elif t == "-UF":
             uf = long_ = True
         elif not t.startswith("-"):
-            ids.append(re.sub(r"\[.*\]$", "", t))
+            ids.append(t)
         i += 1
     now = time.time()
     with locked() as box:
         jobs = box["state"]["lsf"]["jobs"]
         sel = (
-            [jobs[x] for x in ids if x in jobs and not jobs[x].get("vanished")]
+            [j for x in ids for j in lsf_select(jobs, x) if not j.get("vanished")]
             if ids
-            else sorted((j for j in jobs.values() if not j.get("vanished")), key=lambda j: int(j["id"]))
+            else sorted((j for j in jobs.values() if not j.get("vanished")), key=lsf_key)
         )
     if not sel:
         sys.stderr.write("No matching job found\n")
@@ -1174,8 +1223,7 @@ def cmd_bkill(argv):
     now = time.time()
     with locked() as box:
         jobs = box["state"]["lsf"]["jobs"]
-        for x in ids:
-            j = jobs.get(re.sub(r"\[.*\]$", "", x))
+        for x, j in [(given, j) for given in ids for j in (lsf_select(jobs, given) or [None])]:
             if (
                 j is None
                 or j.get("vanished")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.hostile.conftest import cb, rows, tree
 
 PLANT = """
@@ -208,9 +210,13 @@ class Slow(luigi.Task):
 """
 
 
-def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twice(workdir: Path) -> None:
-    """The journal has the attempt as `submitting` (intent written, job id never learnt) and its job runs:
-    the next submitter finds that job and follows it instead of submitting a second one."""
+@pytest.mark.parametrize("journaled", ["submitting", "suspended"])
+def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twice(
+    workdir: Path, journaled: str
+) -> None:
+    """The journal has the attempt as `submitting` (intent written, job id never learnt), or as `suspended`
+    (the scheduler had suspended the job), and its job runs: the next submitter follows that job instead
+    of submitting a second one."""
     import os
     import signal
     import sqlite3
@@ -241,14 +247,17 @@ def test_a_submitter_killed_between_submit_and_journal_does_not_run_the_task_twi
     first.wait()
     # what the journal holds when the SIGKILL lands between the scheduler's answer and the journal write
     db = sqlite3.connect(journal)
-    db.execute("UPDATE attempts SET state = 'submitting', job_id = NULL")
+    if journaled == "submitting":
+        db.execute("UPDATE attempts SET state = 'submitting', job_id = NULL")
+    else:
+        db.execute("UPDATE attempts SET state = 'suspended'")
     db.commit()
     db.close()
     proc = cb(workdir, "run", "wf.py", "Slow", "--runtime", "host", "--no-progress", "-v")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (workdir / "runs.log").read_text() == "ran\n"  # once
     assert [(r["attempt"], r["state"]) for r in rows(workdir)] == [(1, "done")]
-    assert "adopted job" in proc.stderr
+    assert ("adopted job" if journaled == "submitting" else "re-attached") in proc.stderr
 
 
 LINKS = """
@@ -289,3 +298,31 @@ def test_links_left_in_the_job_folder_are_never_written_through(workdir: Path, t
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert tree(victim) == before  # nothing moved into, or written through, the links
     assert "does not write through it" in proc.stderr
+
+
+FLOAT = """
+import os
+import luigi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Fl(luigi.Task):
+    runtime = "host"
+    x = luigi.FloatParameter(default=0)
+
+    def output(self):
+        return luigi.LocalTarget(os.path.join(HERE, "results", "fl.txt"))
+
+    def run(self):
+        with self.output().open("w") as handle:
+            handle.write(repr(self.x))
+"""
+
+
+def test_float_parameter_default_zero_round_trips_to_the_node(workdir: Path) -> None:
+    """0 on the submit host, 0.0 parsed on the node: the same task, not "the workflow file changed"."""
+    (workdir / "wf.py").write_text(FLOAT)
+    proc = cb(workdir, "run", "wf.py", "Fl", "--no-progress")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (workdir / "results" / "fl.txt").read_text() == "0.0"

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from containerbatch import helpers
-from containerbatch.resubmit import Reason
 from containerbatch.runtimes.base import Runtime
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
 from containerbatch.settings import plugin_setting
 from containerbatch.spec import JobSpec
-from containerbatch.states import JobState, JobStatus
+from containerbatch.states import JobState, JobStatus, Reason
 
 _QUEUED = re.compile(r"^toyq: job (\d+) queued$", re.M)
 
