@@ -130,7 +130,8 @@ for d in \$shared; do
 done
 env=()
 for v in \$(compgen -e); do
-    case "\$v" in APPTAINER*|SINGULARITY*|_CONDOR_*|CONDOR_*) env+=(-e "\$v") ;; esac
+    # only what apptainer reads; never CONDOR_CONFIG or _CONDOR_* (this host's settings would replace the pool's)
+    case "\$v" in APPTAINER*|SINGULARITY*) env+=(-e "\$v") ;; esac
 done
 exec $DOCKER exec -i -u $USER_IN -w "\$wd" "\${env[@]}" $NAME "\$tool" "\$@"
 EOF
