@@ -194,36 +194,20 @@ def write_file(path: str, text: str, mode: int = 0o666) -> None:
 
 def write_private(path: str, text: str) -> None:
     """Write ``text`` to a new file only the user can read (0600), replacing ``path`` atomically."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_file(path, text, 0o600)
 
 
 def read_small(path: str, limit: int = 4096) -> str | None:
     """The text of a small regular file the node wrote; None when absent, a link, not a regular file, or bigger
     than ``limit`` bytes. Never blocks (a FIFO in its place is refused) and never follows a link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    handle = open_node_file(path)
+    if handle is None:
         return None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-            return None
-        data = os.read(fd, limit + 1)
+        with handle:
+            data = handle.read(limit + 1)
     except OSError:
         return None
-    finally:
-        os.close(fd)
     if len(data) > limit:
         return None
     return data.decode("utf-8", errors="replace")

@@ -253,20 +253,7 @@ class JobProcess:
             staging.pack_inputs(spec, self.task)
         # the intent first: a submitter killed between the scheduler's answer and the journal write leaves the
         # attempt as `submitting`; the next one looks for its job (_adopt) instead of blindly submitting again
-        record = dict(
-            run_id=spec.run_id,
-            task_id=spec.task_id,
-            task_family=spec.task_family,
-            params=dict(spec.params),
-            attempt=spec.attempt,
-            scheduler=spec.batch_system,
-            runtime=spec.runtime,
-            image=spec.image,
-            job_dir=spec.job_dir,
-            marker_path=spec.marker_path,
-            absent_outputs=self.absent_outputs,
-        )
-        self.journal.record_submit(job_id=None, state=AttemptState.SUBMITTING.value, **record)  # type: ignore[arg-type]
+        self._journal_intent(spec, self.absent_outputs)
         if self.run_ctx.batcher.defer(self):
             return  # goes out with others (arrays, tasks_per_job) or within submit_rate: containerbatch.batching
         try:
@@ -627,6 +614,10 @@ class JobProcess:
         self._report(FAILED, message)
 
     def _journal_refusal(self, spec: JobSpec) -> None:
+        self._journal_intent(spec, ())
+
+    def _journal_intent(self, spec: JobSpec, absent_outputs: tuple[str, ...]) -> None:
+        """The attempt in the journal as ``submitting`` (no job id yet)."""
         self.journal.record_submit(
             run_id=spec.run_id,
             task_id=spec.task_id,
@@ -640,6 +631,7 @@ class JobProcess:
             job_dir=spec.job_dir,
             marker_path=spec.marker_path,
             state=AttemptState.SUBMITTING.value,
+            absent_outputs=absent_outputs,
         )
 
     def canary_failed(self, message: str) -> None:
