@@ -273,8 +273,17 @@ def check_image(checks: list[Check], values: dict[str, Any], image: str, runtime
             )
         )
         return found
-    info = json.loads(line[len("CB-DOCTOR ") :])
-    version = tuple(info["python"])
+    try:  # the image's own words: untrusted, checked before use
+        info = json.loads(line[len("CB-DOCTOR ") :])
+        version = tuple(int(v) for v in info["python"])
+        info["luigi"] = str(info["luigi"]) if info["luigi"] else None
+        info["executable"] = str(info["executable"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        reply = line[:200]
+        checks.append(
+            Check("image", image, False, f"the probe in the image answered garbage: {reply!r}", "", requested=True)
+        )
+        return found
     found.update(python=".".join(map(str, version)), luigi=info["luigi"])
     checks.append(
         Check(
