@@ -214,8 +214,9 @@ def test_job_cancelled_from_outside_fails_the_task_with_a_reason(tmp_path, shims
     finally:
         proc.kill()
     assert proc.returncode != 0
-    assert f"job {job_id}" in err and "failed" in err, err
-    assert f"JOB {job_id} ON" in err and "CANCELLED" in err  # Slurm's own word, from the log tail
+    said = out + err  # the end summary explains the failure (stdout); warnings and errors go to stderr
+    assert f"job {job_id}" in said and "failed" in said, said
+    assert f"JOB {job_id} ON" in said and "CANCELLED" in said  # Slurm's own word, from the log tail
     assert slurm_state(job_id) == "CANCELLED"
 
 

@@ -19,7 +19,7 @@ class Nap(luigi.Task):
         return luigi.LocalTarget(f"results/nap_{self.i}")
 
     def run(self):
-        time.sleep(1.5)
+        time.sleep(4)  # longer than 40 interpreters take to start on 2 cores: the runs must overlap
         with self.output().open("w") as handle:
             handle.write(str(self.i))
 
