@@ -54,3 +54,12 @@ def test_live_states_follow_each_other_and_an_end_may_be_corrected(journal):
     journal.update("T_1", 1, state="failed", reason="oom")
     row = journal.latest("T_1")
     assert (row.state, row.reason, row.started) == ("failed", "oom", 5.0)
+
+
+def test_a_transaction_an_interruption_left_open_does_not_block_the_next(tmp_path):
+    """Ctrl-C between BEGIN and COMMIT leaves the connection in a transaction: the next write still works."""
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.start_run("r1", ["x"], 1, "h")
+    journal._db.execute("BEGIN IMMEDIATE")  # as if interrupted right after BEGIN
+    journal.end_run("r1")  # raised "cannot start a transaction within a transaction" before the fix
+    assert journal._db.execute("SELECT ended FROM runs WHERE run_id = 'r1'").fetchone()[0] is not None
