@@ -152,3 +152,118 @@ def test_unknown_job_is_absent_not_an_error():
     mixed = 'cbjobs has deleted job 25\ndenied: job "99999" does not exist\n'
     assert sge.harmless_kill_error(CommandResult(("qdel", "25", "99999"), 1, "", mixed))
     assert not sge.harmless_kill_error(CommandResult(("qdel", "25"), 1, "", "error: commlib error: got select error"))
+
+
+# -- arrays (fixtures captured from ci/sge, see tests/fixtures/sge/README.md) ---------------------------------
+
+
+def test_array_submit_argv_and_element_ids(tmp_path):
+    sge = SGEScheduler()
+    array = spec(tmp_path, job_dir=str(tmp_path / "logs" / "_arrays" / "a1"))
+    argv = sge.array_submit_argv(array, 5)
+    assert argv[-3:] == ["-t", "1-5", f"{array.job_dir}/array.sh"]
+    assert argv[argv.index("-o") + 1] == f"{array.job_dir}/stdout.$TASK_ID"  # qsub's pseudo variable
+    assert argv[argv.index("-e") + 1] == f"{array.job_dir}/stderr.$TASK_ID"
+    assert "-terse" in argv and argv[argv.index("-S") + 1] == "/bin/bash"
+    assert sge.parse_submit(CommandResult(tuple(argv), 0, "8.1-6:1\n", "")) == "8"
+    assert [sge.array_element_id("8", i) for i in range(1, 4)] == ["8.1", "8.2", "8.3"]
+    assert (sge.array_first, sge.array_index) == (1, '"${SGE_TASK_ID:-}"')
+    with pytest.raises(ConfigError):
+        sge.array_submit_argv(spec(tmp_path, job_dir=str(tmp_path / "logs" / "$HOME" / "a1")), 2)
+
+
+def test_array_script_picks_the_element_by_sge_task_id(tmp_path):
+    import os
+    import subprocess
+
+    from containerbatch.batching import render_array
+
+    specs = [spec(tmp_path, task_id=f"T_{i}", job_dir=str(tmp_path / f"T_{i}")) for i in range(3)]
+    for s in specs:
+        Path(s.job_dir).mkdir(parents=True)
+        Path(s.script_path).write_text('printf "%s" "$0" > "$(dirname "$0")/ran"\n')
+    array = spec(tmp_path, job_dir=str(tmp_path / "array"))
+    script = tmp_path / "array.sh"
+    script.write_text(render_array(SGEScheduler(), array, specs))
+    for task, s in enumerate(specs, start=1):
+        env = {**os.environ, "SGE_TASK_ID": str(task)}
+        subprocess.run(["/bin/bash", str(script)], env=env, check=True, timeout=30)
+        assert (Path(s.job_dir) / "ran").read_text() == s.script_path
+    missing = subprocess.run(["/bin/bash", str(script)], env={**os.environ, "SGE_TASK_ID": "undefined"}, timeout=30)
+    assert missing.returncode == 2
+
+
+def test_array_element_states_from_one_qstat():
+    """Running tasks are one row each (<tasks>1</tasks>), pending ones one row with a range (2-4:1)."""
+    sge = SGEScheduler()
+    asked = ["8.3", "8.6", "8.1", "9.1", "9.2", "9.4", "9.5", "10.2", "11", "9"]
+    states = sge.parse_status(result("qstat_xml_array.xml"), asked)
+    assert {k: v.state for k, v in states.items()} == {
+        "8.3": JobState.RUNNING,
+        "8.6": JobState.RUNNING,
+        "9.1": JobState.RUNNING,
+        "9.2": JobState.PENDING,
+        "9.4": JobState.PENDING,
+        "10.2": JobState.HELD,
+        "9": JobState.RUNNING,  # the whole array asked by its number: its liveliest task
+    }  # 8.1 ended (qacct tells), 9.5 is beyond the range, 11 is unknown
+
+
+def test_hostile_task_ranges_are_judged_not_expanded():
+    sge = SGEScheduler()
+    xml = (
+        "<job_info><job_list><JB_job_number>7</JB_job_number><state>qw</state>"
+        "<tasks>1-999999999999:1,x-y,5</tasks></job_list></job_info>"
+    )
+    states = sge.parse_status(CommandResult(("qstat", "-xml"), 0, xml, ""), ["7.123456", "7.5", "7.0"])
+    assert set(states) == {"7.123456", "7.5"}
+    stepped = "<job_info><job_list><JB_job_number>7</JB_job_number><state>qw</state><tasks>1-9:4</tasks>"
+    states = sge.parse_status(CommandResult(("qstat",), 0, stepped + "</job_list></job_info>", ""), ["7.5", "7.6"])
+    assert set(states) == {"7.5"}
+
+
+def test_array_elements_from_one_qacct_per_array():
+    sge = SGEScheduler()
+    assert sge.history_argv(["8.2", "8.5"]) == ["qacct", "-j", "8"]
+    ids = [f"8.{i}" for i in range(1, 7)]
+    found = sge.parse_history(result("qacct_array.txt", ("qacct", "-j", "8")), ids)
+    assert {k: (v.state, v.exit_code) for k, v in found.items()} == {
+        "8.1": (JobState.COMPLETED, 0),
+        "8.2": (JobState.FAILED, 3),
+        **{f"8.{i}": (JobState.COMPLETED, 0) for i in range(3, 7)},
+    }
+    killed = sge.parse_history(result("qacct_array_qdel.txt", ("qacct", "-j", "9")), ["9.1", "9.2", "9.3"])
+    assert {k: (v.state, v.exit_code) for k, v in killed.items()} == {
+        "9.1": (JobState.CANCELLED, 137),
+        "9.2": (JobState.CANCELLED, 137),
+    }  # 9.3 was deleted while pending: no record
+    missing = CommandResult(("qacct", "-j", "9", "-t", "3"), 1, "", "error: Job-array tasks 9.3-3:1 not found\n")
+    assert sge.parse_history(missing, ["9.3"]) == {}
+
+
+def test_array_kill_and_release_are_one_call_with_task_ranges():
+    sge = SGEScheduler()
+    ids = [f"13.{i}" for i in (5, 1, 2, 3)] + ["14", "15.2", "14.1"]
+    assert sge.kill_argv(ids) == ["qdel", "14", "13.1-3", "13.5", "15.2"]
+    assert sge.release_argv(["13.2", "13.3"]) == ["qrls", "13.2-3"]
+    assert sge.harmless_kill_error(result("qdel_array_range.txt", ("qdel", "13.2-4"), stream="stderr"))
+    assert sge.harmless_kill_error(result("qdel_array_tasks.txt", ("qdel", "9.1", "9.3"), stream="stderr"))
+    assert sge.harmless_kill_error(result("qdel_array_task_gone.txt", ("qdel", "9.3"), stream="stderr"))
+    assert sge.harmless_kill_error(result("qdel_array_gone.txt", ("qdel", "13.1-5"), stream="stderr"))
+
+
+def test_query_asks_qacct_once_per_array(monkeypatch):
+    sge = SGEScheduler()
+    asked: list[list[str]] = []
+    answers = {
+        "qstat": result("qstat_xml_empty.xml"),
+        "qacct": result("qacct_array.txt", ("qacct", "-j", "8")),
+    }
+
+    def run(argv, **_kw):
+        asked.append(list(argv))
+        return answers[argv[0]]
+
+    monkeypatch.setattr(sge, "_run", run)
+    states = sge.query([f"8.{i}" for i in range(1, 7)])
+    assert len(states) == 6 and asked == [["qstat", "-xml"], ["qacct", "-j", "8"]]

@@ -19,6 +19,11 @@ against Grid Engine 8.1.9 (Debian's gridengine packages, ``ci/sge``).
   (``https://manpages.debian.org/bookworm/gridengine-common/sge_status.5.en.html``): 37 is the
   qmaster enforcing ``h_rt`` (exit 137), 100 with exit 137 is ``qdel`` of a running job.
 * ``qdel ids…`` in one call; "does not exist" means it ended already.  ``qrls ids…`` releases holds.
+* Arrays: ``qsub -t 1-N … array.sh`` (``$SGE_TASK_ID`` picks the element's job folder); element ids are
+  ``JOB.TASK``.  ``qstat -xml`` lists a running task as a row with ``<tasks>3</tasks>`` and the pending
+  ones as one row with a range (``<tasks>2-4:1</tasks>``); ``qacct -j JOB`` gives one record per task
+  (``taskid``), so the elements of one array cost one qacct call; ``qdel``/``qrls`` take
+  ``JOB.A-B`` ranges, so killing an array is one call (tests/fixtures/sge has the captured output).
 """
 
 from __future__ import annotations
@@ -209,6 +214,25 @@ class SGEScheduler(Scheduler):
             raise submit_error(result, _TRANSIENT, "see stderr; `containerbatch show` prints the qsub command")
         return job_id
 
+    # -- arrays: qsub -t 1-N; element ids JOB.TASK; $SGE_TASK_ID picks the element ---------------
+    supports_arrays = True
+    array_index = '"${SGE_TASK_ID:-}"'
+    array_first = 1  # Grid Engine task ids start at 1
+
+    def array_directives(self, spec: JobSpec, count: int) -> list[str]:
+        return []  # every option is on the qsub command line
+
+    def array_submit_argv(self, spec: JobSpec, count: int) -> list[str]:
+        """``qsub … -t 1-N array.sh``; the array's own output (before an element's script takes over) goes
+        to ``stdout.N``/``stderr.N`` in the array's folder (``$TASK_ID`` is qsub's, not the shell's)."""
+        argv = self.submit_argv(spec)
+        argv[argv.index("-o") + 1] = f"{spec.job_dir}/stdout.$TASK_ID"
+        argv[argv.index("-e") + 1] = f"{spec.job_dir}/stderr.$TASK_ID"
+        return [*argv[:-1], "-t", f"1-{count}", f"{spec.job_dir}/array.sh"]
+
+    def array_element_id(self, base_id: str, index: int) -> str:
+        return f"{base_id}.{index}"
+
     # -- status ----------------------------------------------------------------
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["qstat", "-xml"]
@@ -224,7 +248,12 @@ class SGEScheduler(Scheduler):
             root = None
         if root is None:
             raise status_error(result, "qstat -xml (unreadable answer)")
-        wanted = set(job_ids)
+        wanted: dict[str, dict[int, str]] = {}  # job number -> {task: element id asked} (an id alone: {})
+        for job_id in job_ids:
+            number, task = _split(job_id)
+            tasks = wanted.setdefault(number, {})
+            if task is not None:
+                tasks[task] = job_id
         rows: dict[str, list[JobStatus]] = {}
         for job in root.iter("job_list"):
             number = (job.findtext("JB_job_number") or "").strip()
@@ -232,25 +261,32 @@ class SGEScheduler(Scheduler):
                 continue
             native = (job.findtext("state") or "").strip()
             reason = "error state: `qmod -cj ID` clears it once the cause is fixed" if "E" in native else ""
-            rows.setdefault(number, []).append(self.map_state(native, None, reason))
+            status = self.map_state(native, None, reason)
+            keys = [number] if number in job_ids else []
+            keys += [job_id for task, job_id in wanted[number].items() if _in_tasks(task, job.findtext("tasks"))]
+            for key in keys:
+                rows.setdefault(key, []).append(status)
         return {job: min(found, key=lambda s: _RANK[s.state]) for job, found in rows.items()}
 
     def history_argv(self, job_ids: Sequence[str]) -> list[str] | None:
-        return ["qacct", "-j", job_ids[0]]  # one id per call: qacct -j takes one
+        return ["qacct", "-j", _split(job_ids[0])[0]]  # one job per call (qacct -j takes one): all its tasks
 
     def parse_history(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """``qacct -j ID``: the last record of the job (a rescheduled job has one per run)."""
+        """``qacct -j JOB``: per job or array element asked, its last record (a rescheduled job has one per
+        run; an array one per task, told apart by ``taskid``)."""
         if result.exit_code != 0:
-            if re.search(r"job id \S+ not found", result.stderr + result.stdout):
+            if re.search(r"job id \S+ not found|tasks? \S+ not found", result.stderr + result.stdout):
                 return {}
             raise status_error(result, "qacct")
+        wanted = set(job_ids)
         states: dict[str, JobStatus] = {}
         for block in re.split(r"(?m)^={10,}\s*$", result.stdout):
             fields = dict((m.group(1), m.group(2).strip()) for m in re.finditer(r"(?m)^(\w+)\s+(.*?)\s*$", block) if m)
-            number = fields.get("jobnumber", "")
-            if number not in job_ids:
+            number, task = fields.get("jobnumber", ""), fields.get("taskid", "")
+            key = f"{number}.{task}" if task.isdigit() and f"{number}.{task}" in wanted else number
+            if key not in wanted:
                 continue
-            states[number] = self.status_of(fields.get("failed", ""), fields.get("exit_status", ""))
+            states[key] = self.status_of(fields.get("failed", ""), fields.get("exit_status", ""))
         return states
 
     def status_of(self, failed: str, exit_status: str) -> JobStatus:
@@ -275,18 +311,23 @@ class SGEScheduler(Scheduler):
         if not job_ids:
             return {}
         states = self.parse_status(self._ask(self.status_argv(job_ids)), job_ids)
-        gone = [j for j in job_ids if j not in states]
-        for job_id in gone[: self.HISTORY_BATCH]:
-            found = self.parse_history(self._ask(["qacct", "-j", job_id]), [job_id])
-            if job_id in found:
-                states[job_id] = found[job_id]
-                self._unseen.pop(job_id, None)
-            else:  # ended a moment ago: accounting not flushed yet; asked again next poll
-                self._unseen[job_id] = self._unseen.get(job_id, 0) + 1
-                if self._unseen[job_id] == 1 and len(gone) == 1:
-                    time.sleep(1.0)  # one job (often the "why did it end" question): one quick retry
-                    found = self.parse_history(self._ask(["qacct", "-j", job_id]), [job_id])
-                    states.update(found)
+        gone: dict[str, list[str]] = {}  # job number -> the ids (the job, or elements of one array) asked
+        for job_id in job_ids:
+            if job_id not in states:
+                gone.setdefault(_split(job_id)[0], []).append(job_id)
+        for ids in list(gone.values())[: self.HISTORY_BATCH]:
+            argv = self.history_argv(ids) or []
+            found = self.parse_history(self._ask(argv), ids)
+            states.update(found)
+            missing = [j for j in ids if j not in found]
+            for job_id in ids:
+                if job_id in found:
+                    self._unseen.pop(job_id, None)
+                else:  # ended a moment ago: accounting not flushed yet; asked again next poll
+                    self._unseen[job_id] = self._unseen.get(job_id, 0) + 1
+            if missing and len(gone) == 1 and any(self._unseen[j] == 1 for j in missing):
+                time.sleep(1.0)  # one job (often the "why did it end" question): one quick retry
+                states.update(self.parse_history(self._ask(argv), missing))
         return states
 
     def _ask(self, argv: list[str]) -> CommandResult:
@@ -305,7 +346,7 @@ class SGEScheduler(Scheduler):
 
     # -- kill, release, probe --------------------------------------------------------
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["qdel", *job_ids]
+        return ["qdel", *_task_lists(job_ids)]
 
     def harmless_kill_error(self, result: CommandResult) -> bool:
         lines = [ln for ln in (result.stderr + "\n" + result.stdout).splitlines() if ln.strip()]
@@ -313,7 +354,7 @@ class SGEScheduler(Scheduler):
         return bool(lines) and all(_NOT_FOUND.search(line) or any(d in line for d in done) for line in lines)
 
     def release_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["qrls", *job_ids]
+        return ["qrls", *_task_lists(job_ids)]
 
     def probe_argv(self) -> list[str]:
         return ["qstat", "-g", "c"]
@@ -331,3 +372,51 @@ _RANK = {
     S.LOST: 8,
     S.COMPLETED: 9,
 }
+
+
+def _split(job_id: str) -> tuple[str, int | None]:
+    """``"12"`` -> ("12", None); an array element ``"12.3"`` -> ("12", 3)."""
+    number, _, task = job_id.partition(".")
+    return number, int(task) if task.isdigit() else None
+
+
+_TASK_RANGE = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+
+
+def _in_tasks(task: int, tasks: str | None) -> bool:
+    """Whether a qstat ``<tasks>`` field (``3``, ``2-4:1``, ``1,5-9:2``) covers ``task`` (never expanded: a
+    hostile range costs nothing)."""
+    for part in (tasks or "").split(","):
+        match = _TASK_RANGE.fullmatch(part.strip())
+        if not match:
+            continue
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        step = max(1, int(match.group(3) or 1))
+        if first <= task <= last and (task - first) % step == 0:
+            return True
+    return False
+
+
+def _task_lists(job_ids: Sequence[str]) -> list[str]:
+    """Job ids for qdel/qrls: plain ids as they are, elements of one array as ``JOB.A-B`` runs."""
+    plain: list[str] = []
+    tasks: dict[str, list[int]] = {}
+    for job_id in job_ids:
+        number, task = _split(job_id)
+        if task is None:
+            plain.append(job_id)
+        else:
+            tasks.setdefault(number, []).append(task)
+    out = list(dict.fromkeys(plain))
+    for number, found in tasks.items():
+        if number in plain:
+            continue  # the whole job goes anyway
+        runs: list[list[int]] = []
+        for task in sorted(set(found)):
+            if runs and task == runs[-1][1] + 1:
+                runs[-1][1] = task
+            else:
+                runs.append([task, task])
+        out += [f"{number}.{a}" if a == b else f"{number}.{a}-{b}" for a, b in runs]
+    return out
