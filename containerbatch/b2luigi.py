@@ -94,7 +94,7 @@ def get_setting(key: str, default: Any = None, task: Any = None, deprecated_keys
     try:
         return _b2settings.get_setting(key, default=default, task=task, deprecated_keys=deprecated_keys)
     except ValueError:
-        if key in _cbsettings.DEFINITIONS:
+        if _cbsettings.is_setting(key):
             return _cbsettings.get_setting(key, task=task)
         raise
 

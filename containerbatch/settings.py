@@ -490,32 +490,9 @@ DEFINITIONS: dict[str, Setting] = {
             "Job name in the scheduler; default derived from the task.",
             "scheduler",
         ),
-        _s("slurm_extra_args", _as_str_list, [], "list[str]", "Extra sbatch options, one per item.", "scheduler"),
-        _s("lsf_extra_args", _as_str_list, [], "list[str]", "Extra bsub options, one per item.", "scheduler"),
-        _s(
-            "lsf_memory_unit",
-            _choice("KB", "MB", "GB"),
-            "MB",
-            "str",
-            "Unit of -M and rusage[mem] at this LSF site.",
-            "scheduler",
-        ),
-        _s(
-            "htcondor_settings",
-            _as_str_dict,
-            {},
-            "dict[str,str]",
-            "Extra submit-description lines, e.g. +JobFlavour.",
-            "scheduler",
-        ),
-        _s(
-            "htcondor_container_mode",
-            _choice("wrap", "universe", "attribute"),
-            "wrap",
-            "str",
-            "How HTCondor runs the container: the job script wraps it, container universe, or a site attribute.",
-            "scheduler",
-        ),
+        # The settings of one scheduler (slurm_extra_args, lsf_memory_unit, htcondor_settings, sge_pe, ...) are
+        # declared by its module (SETTINGS), as a third-party plugin declares its own; those below are shared
+        # by every scheduler (job_name, held_*) or are b2luigi's key for the core's file staging (transfer_files).
         _s(
             "transfer_files",
             _transfer,
@@ -702,6 +679,12 @@ def unregister_plugin_settings() -> None:
     """Drop every plugin-declared setting (tests)."""
     for name in [n for n, s in DEFINITIONS.items() if s.owner]:
         del DEFINITIONS[name]
+
+
+def is_setting(name: str) -> bool:
+    """Whether ``name`` is a setting of containerbatch: the core's or one a plugin declares."""
+    _with_plugins(name)
+    return name in DEFINITIONS
 
 
 def _with_plugins(name: str | None = None) -> None:

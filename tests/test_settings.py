@@ -1,4 +1,5 @@
 import json
+import os
 
 import luigi
 import pytest
@@ -210,3 +211,46 @@ def test_b2luigi_settings_json_variable_names_the_file(workdir, monkeypatch, tmp
     (workdir / "settings.json").write_text(json.dumps({"result_dir": "from-cwd"}))
     monkeypatch.setenv("B2LUIGI_SETTINGS_JSON", str(other))
     assert SettingsResolver().resolve("result_dir").value == "from-variable"
+
+
+def test_built_in_schedulers_declare_their_settings_through_the_plugin_contract():
+    """slurm_*, lsf_*, htcondor_*, sge_* come from each scheduler's SETTINGS (as a third party's would),
+    with the names, defaults and environment variables they always had; the core keeps none of them."""
+    import subprocess
+    import sys
+
+    from containerbatch import plugins, settings
+
+    settings._with_plugins()
+    for name in plugins.schedulers.names():
+        assert [n for n, s in DEFINITIONS.items() if n.startswith(f"{name}_") and not s.owner] == [], name
+    expected = {
+        "slurm_extra_args": ("slurm", []),
+        "lsf_extra_args": ("lsf", []),
+        "lsf_memory_unit": ("lsf", "MB"),
+        "htcondor_settings": ("htcondor", {}),
+        "htcondor_container_mode": ("htcondor", "wrap"),
+        "sge_pe": ("sge", "smp"),
+    }
+    for name, (owner, default) in expected.items():
+        definition = DEFINITIONS[name]
+        assert (definition.owner, definition.default, definition.group) == (
+            f"scheduler plugin {owner!r}",
+            default,
+            "scheduler",
+        )
+        assert definition.env_var == "CONTAINERBATCH_" + name.upper()
+    code = (
+        "from containerbatch import settings\n"
+        "print(settings.get_setting('lsf_memory_unit'), settings.get_setting('htcondor_settings'))\n"
+    )
+    env = {"CONTAINERBATCH_LSF_MEMORY_UNIT": "GB", "CONTAINERBATCH_HTCONDOR_SETTINGS": '{"+JobFlavour": "x"}'}
+    fresh = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert fresh.stdout == "GB {'+JobFlavour': 'x'}\n", fresh.stderr
+    bad = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "CONTAINERBATCH_LSF_MEMORY_UNIT": "TB"},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "lsf_memory_unit" in bad.stderr

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
 from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
+from containerbatch.settings import plugin_setting
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus, Reason
 
@@ -130,6 +131,15 @@ class HTCondorScheduler(Scheduler):
     """HTCondor (vanilla or container universe)."""
 
     name = "htcondor"
+    SETTINGS = (
+        plugin_setting("htcondor_settings", "dict[str,str]", {}, "Extra submit-description lines, e.g. +JobFlavour."),
+        plugin_setting(
+            "htcondor_container_mode",
+            "choice:wrap|universe|attribute",
+            "wrap",
+            "How HTCondor runs the container: the job script wraps it, container universe, or a site attribute.",
+        ),
+    )
     commands = ("condor_submit", "condor_q", "condor_history", "condor_rm")
     submit_file_name = "job.sub"
     STAGES_FILES = True  # transfer_files: one archive in, one out (should_transfer_files = YES)

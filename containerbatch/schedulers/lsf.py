@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from containerbatch import helpers
 from containerbatch.errors import StatusQueryError
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.settings import plugin_setting
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus, Reason
 
@@ -93,6 +94,10 @@ class LSFScheduler(Scheduler):
     """IBM Spectrum LSF."""
 
     name = "lsf"
+    SETTINGS = (
+        plugin_setting("lsf_extra_args", "list[str]", [], "Extra bsub options, one per item."),
+        plugin_setting("lsf_memory_unit", "choice:KB|MB|GB", "MB", "Unit of -M and rusage[mem] at this LSF site."),
+    )
     commands = ("bsub", "bjobs", "bkill", "bhist")
     # https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states
     DOCS_URL = "https://www.ibm.com/docs/en/spectrum-lsf/10.1.0?topic=execution-about-job-states"

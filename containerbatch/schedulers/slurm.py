@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
 from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.settings import plugin_setting
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus, Reason
 
@@ -155,6 +156,7 @@ class SlurmScheduler(Scheduler):
     """Slurm through sbatch, squeue, sacct, scontrol and scancel."""
 
     name = "slurm"
+    SETTINGS = (plugin_setting("slurm_extra_args", "list[str]", [], "Extra sbatch options, one per item."),)
     commands = ("sbatch", "squeue", "scancel")
     DOCS_URL = "https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES"
     TRANSIENT_MARKERS = _TRANSIENT
