@@ -17,8 +17,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import luigi
 from luigi.task import flatten
@@ -28,16 +29,41 @@ from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerErr
 from containerbatch.jobfiles import ENV_FILE
 from containerbatch.journal import Journal
 from containerbatch.poller import Poller
-from containerbatch.runtimes.base import Runtime
+from containerbatch.resubmit import Failure
+from containerbatch.runtimes.base import Runtime, outside_binds
 from containerbatch.schedulers.base import Scheduler
 from containerbatch.settings import SettingsResolver
 from containerbatch.spec import JobSpec, build_spec
 from containerbatch.states import ACTIVE_STATES, AttemptState, Reason
 
-if TYPE_CHECKING:
-    from containerbatch.worker import JobProcess
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class AttemptRecord:
+    """The run's plain record of one task's attempt in flight (the worker keeps it current; when the task is
+    resubmitted the same record moves on to the next attempt).  Cancel, the live display and ``run --json``
+    read only this, never the worker's process object."""
+
+    spec: JobSpec
+    scheduler: Scheduler
+    journal: Journal
+    job_id: str | None = None
+    #: the outcome went to luigi (``outcome``: DONE, FAILED or PENDING; ``explanation``: what was said)
+    reported: bool = False
+    outcome: str | None = None
+    explanation: str = ""
+    cancelled: bool = False
+    failures: list[Failure] = field(default_factory=list)
+    submitted_at: float | None = None
+    #: when the job itself ended (its result, else its marker)
+    ended_at: float | None = None
+    #: failed, the next attempt goes out at this time
+    resubmit_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.spec.task_id}#{self.spec.attempt}"
 
 
 def new_run_id() -> str:
@@ -57,7 +83,7 @@ class Run:
         self._bundles: dict[str, str] = {}
         self._checked_images: set[tuple[str, str | None]] = set()
         self._lock = threading.RLock()
-        self.processes: dict[str, JobProcess] = {}
+        self.processes: dict[str, AttemptRecord] = {}  # the record of every attempt, by key
         self.planned: list[JobSpec] = []  # tasks that will run, from preflight (for progress displays)
         self.processes_configured = False  # poller set from the settings of the first job
         self.cancelled_total = 0
@@ -216,10 +242,8 @@ class Run:
 
     def _warn_outside_binds(self, task: luigi.Task, spec: JobSpec) -> None:
         """Outputs a container cannot bring back: LocalTarget paths outside every folder bound into it."""
-        from containerbatch.worker import output_paths, outside_binds
-
         try:
-            paths = output_paths(task)
+            paths = jobfiles.output_paths(task)
         except Exception:
             return
         outside = [p for p in outside_binds(spec, paths) if p not in self._warned_outside]
@@ -283,7 +307,7 @@ class Run:
     def cancel_all(self) -> int:
         """Cancel every job of this run that has not ended; one call per scheduler."""
         self.batcher.cancel()  # tasks still waiting for their submission, a canary in flight
-        by_scheduler: dict[int, tuple[Scheduler, list[JobProcess]]] = {}
+        by_scheduler: dict[int, tuple[Scheduler, list[AttemptRecord]]] = {}
         for proc in {id(p): p for p in list(self.processes.values())}.values():
             if proc.job_id and not proc.reported and not proc.cancelled:
                 tracked = self.poller.get(proc.key)

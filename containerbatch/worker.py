@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import luigi
 import luigi.interface
@@ -36,14 +36,19 @@ from luigi.task import flatten
 from containerbatch import jobfiles, staging
 from containerbatch.errors import ConfigError, ContainerBatchError, SchedulerError, SubmitError
 from containerbatch.jobfiles import BadResult
+from containerbatch.journal import Journal
 from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, classify, policy_from_settings
-from containerbatch.run import Run
+from containerbatch.run import AttemptRecord, Run
 from containerbatch.runlog import FAILURE_ATTR
+from containerbatch.runtimes import base as runtime_base
+from containerbatch.schedulers.base import Scheduler
 from containerbatch.spec import JobSpec, Resources
 from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, JobStatus, Reason
 
 __all__ = ["BatchWorker", "JobProcess", "Run", "process"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -77,40 +82,73 @@ def modules_now() -> frozenset[str]:
     return _MODULES
 
 
+class _Recorded(Generic[T]):
+    """A field of :class:`JobProcess` kept in its :class:`~containerbatch.run.AttemptRecord`, the one place
+    the run (cancel, the display, ``run --json``) reads it from."""
+
+    def __init__(self, field: str = "") -> None:
+        self.field = field
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.field = self.field or name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _Recorded[T]: ...
+
+    @overload
+    def __get__(self, obj: JobProcess, objtype: type | None = None) -> T: ...
+
+    def __get__(self, obj: JobProcess | None, objtype: type | None = None) -> T | _Recorded[T]:
+        if obj is None:
+            return self
+        value: T = getattr(obj.record, self.field)
+        return value
+
+    def __set__(self, obj: JobProcess, value: T) -> None:
+        setattr(obj.record, self.field, value)
+
+
 class JobProcess:
-    """The Process-like stand-in luigi's worker holds for one task's batch job(s)."""
+    """The Process-like stand-in luigi's worker holds for one task's batch job(s).
+
+    What the run reads of it lives in :attr:`record` (an :class:`~containerbatch.run.AttemptRecord` the run
+    holds in ``run.processes``); the attributes below read and write that record.
+    """
 
     use_multiprocessing = False
     timeout_time = None
     worker_timeout = 0
 
+    spec = _Recorded[JobSpec]()
+    scheduler = _Recorded[Scheduler]()
+    journal = _Recorded[Journal]()
+    job_id = _Recorded[str | None]()
+    reported = _Recorded[bool]()
+    outcome = _Recorded[str | None]()  # luigi's DONE/FAILED/PENDING once reported
+    explanation = _Recorded[str]()  # what was reported to luigi (a failure's full message)
+    cancelled = _Recorded[bool]()
+    failures = _Recorded[list[Failure]]()
+    submitted_at = _Recorded[float | None]()
+    ended_at = _Recorded[float | None]()  # when the job itself ended (its result, else its marker)
+    _resubmit_at = _Recorded[float | None]("resubmit_at")
+
     def __init__(self, task: luigi.Task, run: Run, result_queue: Any) -> None:
         self.task = task
         self.run_ctx = run
         self.result_queue = result_queue
-        self.spec = run.spec_for(task)
-        values = dict(self.spec.settings)
-        self.scheduler = run.scheduler(values)
+        spec = run.spec_for(task)
+        values = dict(spec.settings)
+        self.record = AttemptRecord(spec, run.scheduler(values), run.journal(spec.state_dir))
         self.policy = policy_from_settings(values, task)
-        self.journal = run.journal(self.spec.state_dir)
-        self.job_id: str | None = None
-        self.reported = False
         self.pid = None
-        self.failures: list[Failure] = []
-        self._resubmit_at: float | None = None
         self._next_spec: JobSpec | None = None
         self._journal_state = ""
-        self.cancelled = False
         self._held_since: float | None = None
         self._stage_wait_since: float | None = None
-        self.outcome: str | None = None  # luigi's DONE/FAILED/PENDING once reported
-        self.explanation = ""  # what was reported to luigi (a failure's full message)
         self.deferred = False  # waiting in the batcher for its submission
-        self.submitted_at: float | None = None
         # the submit side's own record of the attempt, never read back from the job folder
         self.absent_outputs: tuple[str, ...] = ()
         self.imported_modules: frozenset[str] = modules_now()
-        self.ended_at: float | None = None  # when the job itself ended (its result, else its marker)
         self._outputs_wait_since: float | None = None
 
     @property
@@ -284,7 +322,7 @@ class JobProcess:
 
     def _track(self) -> None:
         assert self.job_id is not None
-        self.run_ctx.processes[self.key] = self
+        self.run_ctx.processes[self.key] = self.record
         values = self.spec.settings
         poller = self.run_ctx.poller
         if not self.run_ctx.processes_configured:
@@ -587,7 +625,7 @@ class JobProcess:
             self.journal.update(spec.task_id, spec.attempt, state=state, reason="submit_error", ended=self.ended_at)
         except Exception:  # the journal's trouble must not hide the scheduler's words
             log.debug("could not journal the refused submission of %s", spec.task_id, exc_info=True)
-        self.run_ctx.processes[self.key] = self  # the display and the summary see the refused attempt
+        self.run_ctx.processes[self.key] = self.record  # the display and the summary see the refused attempt
         if transient and self.policy.should_retry(failure, spec.attempt):
             delay = self.policy.delay(spec.attempt)
             self._next_spec = spec.with_attempt(spec.attempt + 1)
@@ -759,19 +797,18 @@ def missing_outputs(task: luigi.Task) -> tuple[list[str], str]:
     return missing or [f"(complete() of {task.task_family} returned False)"], ""
 
 
-def bound_folders(spec: JobSpec) -> list[str]:
-    """Host folders a job of ``spec`` can write to: the whole filesystem for runtime host, else the binds."""
-    if spec.runtime == "host":
-        return ["/"]
-    from containerbatch.runtimes.base import Runtime
-
-    return [b.dst for b in Runtime.binds(spec) if not b.read_only]  # paths as the task sees them
+bound_folders = runtime_base.bound_folders  # (kept here for earlier callers)
+outside_binds = runtime_base.outside_binds
 
 
-def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
-    """The ``paths`` that lie outside every folder bound writable into the job's container."""
-    folders = [f.rstrip("/") + "/" for f in bound_folders(spec)]
-    return [p for p in paths if p.startswith("/") and not any((p.rstrip("/") + "/").startswith(f) for f in folders)]
+def _stages_files(batch_system: str) -> bool:
+    """Whether the scheduler can carry files to nodes without a shared filesystem (``transfer_files``)."""
+    from containerbatch import plugins
+
+    try:
+        return bool(getattr(plugins.schedulers.get(batch_system), "STAGES_FILES", False))
+    except ConfigError:
+        return False
 
 
 def outputs_hint(spec: JobSpec, missing: list[str]) -> str:
@@ -788,7 +825,7 @@ def outputs_hint(spec: JobSpec, missing: list[str]) -> str:
         'settings or paths that the submitting script sets only inside `if __name__ == "__main__":`, or derives '
         "from its command line or current folder, differ on the node (set them at module level or in settings.json)"
     )
-    if spec.batch_system == "htcondor" and not spec.staged:
+    if not spec.staged and _stages_files(spec.batch_system):
         hints.append("without a shared filesystem on the nodes, set transfer_files")
     hints.append(f"see the job's stderr in {spec.job_dir}")
     return "Possible causes: " + "; ".join(hints) + "."

@@ -125,10 +125,10 @@ def test_one_process_for_all_attempts_counts_once() -> None:
     run = FakeRun()
     proc = FakeProc("R_1", job_id="21")
     run.add(proc, JobState.RUNNING, "R")
-    proc._resubmit_at = time.time() + 5  # attempt 1 failed; attempt 2 not yet submitted
+    proc.resubmit_at = time.time() + 5  # attempt 1 failed; attempt 2 not yet submitted
     display = ProgressDisplay(run, console=console())
     assert display.snapshot().counts["retrying"] == 1
-    proc._resubmit_at = None
+    proc.resubmit_at = None
     proc.spec.attempt, proc.job_id = 2, "22"  # the same object now stands for attempt 2, under a second key
     run.processes[proc.key] = proc
     run.poller.set(proc.key, JobState.PENDING, "PD")

@@ -16,11 +16,12 @@ When the block ends, :func:`final_summary` prints the counts, the wall time
 and for every failed task its reason, exit code, the scheduler's words, its
 log and the last lines of it, then where to look next.
 
-The display only reads: ``run.processes`` (the :class:`JobProcess` of every
-submitted attempt), ``run.poller.get(key)`` (what the poller last saw) and,
-when present, ``run.planned`` (the specs preflight found to be run),
-``JobProcess.outcome``, ``.failures``, ``.explanation``, ``.submitted_at``
-and ``.ended_at``.
+The display only reads: ``run.processes`` (the
+:class:`~containerbatch.run.AttemptRecord` of every submitted attempt: ``spec``,
+``job_id``, ``reported``, ``outcome``, ``failures``, ``explanation``,
+``submitted_at``, ``ended_at``, ``resubmit_at``), ``run.poller.get(key)`` (what
+the poller last saw) and, when present, ``run.planned`` (the specs preflight
+found to be run).
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ class ProgressDisplay:
             self._ended_at.setdefault(key, getattr(proc, "ended_at", None) or now)
             return self._outcomes[key], self._outcomes[key]
         retry = proc.spec.attempt > 1
-        if getattr(proc, "_resubmit_at", None) is not None:  # failed, waiting for its next attempt
+        if getattr(proc, "resubmit_at", None) is not None:  # failed, waiting for its next attempt
             return "retrying", "resubmit pending"
         if not proc.job_id:
             return ("retrying", "submitting (retry)") if retry else ("waiting", "submitting")

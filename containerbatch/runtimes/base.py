@@ -6,7 +6,7 @@ import abc
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 from containerbatch.settings import Setting
@@ -184,3 +184,16 @@ class Runtime(abc.ABC):
         if spec.bundle_dir:
             env["PYTHONPATH"] = ":".join(p for p in (spec.bundle_dir, spec.env.get("PYTHONPATH")) if p)
         return env
+
+
+def bound_folders(spec: JobSpec) -> list[str]:
+    """Host folders a job of ``spec`` can write to: the whole filesystem for runtime host, else the binds."""
+    if spec.runtime == "host":
+        return ["/"]
+    return [b.dst for b in Runtime.binds(spec) if not b.read_only]  # paths as the task sees them
+
+
+def outside_binds(spec: JobSpec, paths: Iterable[str]) -> list[str]:
+    """The ``paths`` that lie outside every folder bound writable into the job's container."""
+    folders = [f.rstrip("/") + "/" for f in bound_folders(spec)]
+    return [p for p in paths if p.startswith("/") and not any((p.rstrip("/") + "/").startswith(f) for f in folders)]

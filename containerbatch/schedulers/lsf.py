@@ -187,7 +187,7 @@ class LSFScheduler(Scheduler):
         argv[argv.index("-J") + 1] += f"[1-{count}]"
         argv[argv.index("-o") + 1] = f"{spec.job_dir}/stdout.%I"
         argv[argv.index("-e") + 1] = f"{spec.job_dir}/stderr.%I"
-        return [*argv[:-1], f"{spec.job_dir}/array.sh"]
+        return [*argv[:-1], shlex.quote(f"{spec.job_dir}/array.sh")]  # a shell word, as the job script
 
     def array_element_id(self, base_id: str, index: int) -> str:
         return f"{base_id}[{index}]"

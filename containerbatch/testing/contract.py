@@ -110,6 +110,20 @@ class Echo(luigi.Task):
             raise RuntimeError("the task failed on purpose")
         with self.output().open("w") as handle:
             handle.write(self.name)
+
+
+class Echoes(luigi.Task):
+    n = luigi.IntParameter(default=3)
+
+    def requires(self):
+        return [Echo(name=f"echo_{i}") for i in range(self.n)]
+
+    def output(self):
+        return luigi.LocalTarget(f"results/echoes_{self.n}.txt")
+
+    def run(self):
+        with self.output().open("w") as handle:
+            handle.write(" ".join(t.open().read() for t in self.input()))
 """
 
 #: what a hostile job name tries (a shell or directive parser that reads it runs `touch SENTINEL`)
@@ -402,7 +416,7 @@ class SchedulerContract:
 
     def test_states_total(self, kit: Harness) -> None:
         """Every native state maps to a JobState; an unknown one is UNKNOWN (a warning, never an exception)."""
-        scheduler = kit.new_scheduler()
+        scheduler: Any = kit.new_scheduler()
         assert scheduler.STATE_MAP, "STATE_MAP names no state"
         for native, state in scheduler.STATE_MAP.items():
             assert isinstance(state, JobState), native
@@ -414,7 +428,7 @@ class SchedulerContract:
 
     def test_failure_reasons_are_the_vocabulary(self, kit: Harness) -> None:
         """The scheduler's words map onto the core's reasons; its classifier never raises."""
-        scheduler = kit.new_scheduler()
+        scheduler: Any = kit.new_scheduler()
         for word, reason in scheduler.FAILURE_WORDS.items():
             assert isinstance(reason, Reason), word
             failure = classify(None, JobStatus(JobState.FAILED, word), None, scheduler=scheduler)
@@ -426,7 +440,7 @@ class SchedulerContract:
 
     def test_hostile_output_never_crashes_a_parser(self, kit: Harness) -> None:
         """What a scheduler prints is untrusted: every parser returns a result or raises SchedulerError."""
-        scheduler = kit.new_scheduler()
+        scheduler: Any = kit.new_scheduler()
         if not isinstance(scheduler, Scheduler):
             pytest.skip("not a command-driven scheduler: it parses no command output")
         rng = random.Random(16)
@@ -460,7 +474,7 @@ class SchedulerContract:
 
     def test_hostile_values_are_refused_or_carried(self, kit: Harness) -> None:
         """A hostile job name, queue and account: a ConfigError, or argv/directives that carry them as data."""
-        scheduler = kit.new_scheduler()
+        scheduler: Any = kit.new_scheduler()
         sentinel = kit.root / "pwned"
         hostile = HOSTILE_NAME.format(sentinel=sentinel)
         for resources in ({}, {"queue": "q 'x\"", "account": "a;b $(x)"}, {"queue": "a\nb"}):
@@ -482,7 +496,7 @@ class SchedulerContract:
     # -- jobs ------------------------------------------------------------------------------------------
     def test_submit_and_bulk_query(self, kit: Harness) -> None:
         """Jobs submit, run with a hostile job name, and are asked about in ONE status command per query."""
-        scheduler = kit.new_scheduler()
+        scheduler: Any = kit.new_scheduler()
         sentinel = kit.root / "pwned"
         ok = kit.job(scheduler, "ok", job_name=HOSTILE_NAME.format(sentinel=sentinel))
         bad = kit.job(scheduler, "bad", exit_code=3)
@@ -508,7 +522,7 @@ class SchedulerContract:
 
     def test_kill(self, kit: Harness) -> None:
         """kill() ends a running job, which is classified as cancelled; killing ended jobs is no error."""
-        scheduler = kit.new_scheduler()
+        scheduler: Any = kit.new_scheduler()
         spec = kit.job(scheduler, "slow", sleep=300)
         job_id = kit.submit(scheduler, spec)
         _wait_file(Path(spec.job_dir) / "started", self.job_timeout, kit)
@@ -563,6 +577,38 @@ class SchedulerContract:
             assert seen, "the scheduler was never asked"
             foreign = [argv for argv in seen if any(a.isdigit() and a not in ours for a in argv)]
             assert not foreign, f"status calls asked about jobs of nobody's run: {foreign}"
+
+    def test_array_is_one_submission(self, kit: Harness) -> None:
+        """With ``max_array_size``, ready jobs of one family go out as one array (a scheduler that sets
+        ``supports_arrays``): every element runs its own task and ends done, under the element ids of one
+        array, indexes from ``array_first``."""
+        plugin = plugins.schedulers.get(self.scheduler)
+        if not getattr(plugin, "supports_arrays", False):
+            pytest.skip(f"{self.scheduler} submits no job arrays")
+        tasks = kit.write_workflow()
+        proc = kit.cli(
+            ["run", tasks, "Echoes", "--n", "3", "--batch-system", self.scheduler, "--workers", "4"],
+            env={**self.workflow_env, "CONTAINERBATCH_MAX_ARRAY_SIZE": "10"},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert (kit.root / "results" / "echoes_3.txt").read_text() == "echo_0 echo_1 echo_2"
+        rows = [r for r in kit.attempts() if r["task_family"] == "Echo"]
+        assert len(rows) == 3 and all(r["state"] == "done" and r["attempt"] == 1 for r in rows), rows
+        scheduler: Any = kit.new_scheduler()
+        marker = "0cbBASE0"
+        shapes = [scheduler.array_element_id(marker, scheduler.array_first + i) for i in range(3)]
+        found: dict[str, set[int]] = {}
+        for row in rows:
+            for index, shape in enumerate(shapes):
+                head, _, tail = shape.partition(marker)
+                job_id = str(row["job_id"])
+                if job_id.startswith(head) and job_id.endswith(tail) and len(job_id) > len(head) + len(tail):
+                    base = job_id[len(head) : len(job_id) - len(tail)]
+                    if scheduler.array_element_id(base, scheduler.array_first + index) == job_id:
+                        found.setdefault(base, set()).add(index)
+        assert len(found) == 1 and next(iter(found.values())) == {0, 1, 2}, (
+            f"the three Echo jobs are not the elements of one array: {[r['job_id'] for r in rows]}"
+        )
 
     def test_failing_task_shows_reason_and_log(self, kit: Harness) -> None:
         tasks = kit.write_workflow()
