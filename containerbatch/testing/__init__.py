@@ -8,15 +8,15 @@
     class TestMine(SchedulerContract):
         scheduler = "mine"          # the entry-point name
 
-Every test of :class:`SchedulerContract` then runs against the plugin: submit, query in bulk, kill, re-
-attach from a fresh instance, every state mapped, failure reasons, an array (with ``supports_arrays``),
-hostile values and hostile output, and three end-to-end runs of the ``containerbatch`` CLI. Hooks (class
-attributes and methods) say where the batch system's commands are (a fake's ``bin`` folder, wrappers)
-and what it can show. :class:`RuntimeContract` does the same for a runtime (``runtime = "mine"``,
-``image()``): valid plugin, well-formed claims and start failures, hostile values, a task run end to end
-with its bound input and env setting intact and a failing task reported.
-:mod:`containerbatch.testing.fakes` holds the machinery to write a small fake of a batch system's
-commands (file-locked state, a call log, jobs run as real processes).
+Every test of :class:`SchedulerContract` then runs against the plugin: submit, query in bulk, kill,
+re-attach from a fresh instance, every state mapped, failure reasons, an array (with
+``supports_arrays``), hostile values and hostile output, and three end-to-end runs of the
+``containerbatch`` CLI. Hooks (class attributes and methods) say where the batch system's commands are
+(a fake's ``bin`` folder, wrappers) and what it can show. :class:`RuntimeContract` does the same for a
+runtime (``runtime = "mine"``, ``image()``): valid plugin, well-formed claims and start failures,
+hostile values, a task run end to end with its bound input and env setting intact and a failing task
+reported. :mod:`containerbatch.testing.fakes` holds the machinery to write a small fake of a batch
+system's commands (file-locked state, a call log, jobs run as real processes).
 
 Needs pytest (the kit is imported by test suites only).  The contract classes are imported on first
 use, so a fake's commands (which import :mod:`containerbatch.testing.fakes` at every call) start fast.
