@@ -89,6 +89,8 @@ class AttemptRow:
     submit_index: int | None = None
 
 
+#: seconds a write waits for another process's transaction (a second submitter) before it is an error
+BUSY_TIMEOUT = 30.0
 #: the schema version this code writes (``PRAGMA user_version``); older journals are upgraded in place
 SCHEMA_VERSION = 3
 #: columns added after version 1, with their SQL type
@@ -109,8 +111,9 @@ class Journal:
         When the file is not a journal (corrupt), stays locked, or was written by a newer containerbatch.
     """
 
-    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+    def __init__(self, path: str | Path, timeout: float | None = None) -> None:
         self.path = Path(path)
+        timeout = BUSY_TIMEOUT if timeout is None else timeout
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +170,10 @@ class Journal:
         with self._lock:
             if self._db.in_transaction:  # one an interruption (Ctrl-C between BEGIN and COMMIT) left open
                 self._db.execute("ROLLBACK")
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # another process holds the journal past the timeout
+                raise ConfigError(self._explain(exc)) from None
             try:
                 yield self._db
             except BaseException:

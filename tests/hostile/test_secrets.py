@@ -9,7 +9,6 @@ value, and no file or ad readable by others holds it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
