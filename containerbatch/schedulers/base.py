@@ -19,7 +19,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -262,15 +262,22 @@ class BaseScheduler(abc.ABC):
         return run_command(argv, self.timeout, stdin)
 
 
-def own_jobs(rows: Sequence[tuple[str, str, str, str]], keys: Mapping[str, str], what: str) -> dict[str, list[str]]:
+def own_jobs(
+    rows: Sequence[tuple[str, str, str, str]],
+    keys: Mapping[str, str],
+    what: str,
+    owners: Collection[str] | None = None,
+) -> dict[str, list[str]]:
     """key → ids of the rows ``(key, job id, owner, script)`` that are ours: one of ``keys``, owned by the
-    submitting user, running the script journaled for that key. Others are left (a warning names them)."""
+    submitting user (or one of ``owners``), running the script journaled for that key. Others are left (a
+    warning names them)."""
     user = current_user()
+    allowed = set(owners) if owners is not None else {user}
     found: dict[str, list[str]] = {}
     for key, job_id, owner, script in rows:
         if key not in keys or not job_id:
             continue
-        if owner != user or os.path.normpath(script) != os.path.normpath(keys[key]):
+        if owner not in allowed or os.path.normpath(script) != os.path.normpath(keys[key]):
             log.warning(
                 "%s job %s carries the submission key %s of this journal but is not its job (owner %r, script %r; "
                 "expected %r, %r): not adopted",

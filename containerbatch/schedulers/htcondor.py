@@ -26,6 +26,7 @@ from containerbatch.schedulers.base import (
     SUBMIT_KEY,
     CommandResult,
     Scheduler,
+    current_user,
     describe,
     own_jobs,
     status_error,
@@ -435,12 +436,21 @@ class HTCondorScheduler(Scheduler):
         return rows
 
     def find_jobs(self, keys: Mapping[str, str]) -> dict[str, list[str]] | None:
-        """The queue first, then the history for the keys not found there (one call each)."""
-        found = super().find_jobs(keys) or {}
+        """The queue first, then the history for the keys not found there (one call each).
+
+        condor_q lists only the jobs of the user the schedd authenticated (no ``-allusers``): their Owner is
+        this user's name in the pool (which a site may map from the login name); the history lists everyone's,
+        so its jobs must show that name or the login name."""
+        if not keys:
+            return {}
+        result = self._run(self.find_argv(list(keys)))
+        queued = self.parse_find(result, keys)
+        owners = {current_user(), *(owner for _key, _id, owner, _cmd in queued)}
+        found = own_jobs(queued, keys, self.name, owners)
         rest = {k: v for k, v in keys.items() if k not in found}
         if rest:
             result = self._run(self.find_history_argv(list(rest)))
-            found.update(own_jobs(self.parse_find(result, rest), rest, self.name))
+            found.update(own_jobs(self.parse_find(result, rest), rest, self.name, owners))
         return found
 
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:

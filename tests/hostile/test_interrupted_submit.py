@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from containerbatch.schedulers.base import CommandResult, new_submit_key
-from tests.conftest import ROOT
+from tests.conftest import ROOT, live_env
 from tests.hostile.conftest import cb, rows
 
 SGE_BIN = ROOT / "ci" / "sge" / "bin"
@@ -63,6 +63,7 @@ SCHEDULERS = [
     pytest.param("htcondor", id="htcondor-fake"),
     pytest.param("slurm", id="slurm-live", marks=pytest.mark.slurm),
     pytest.param("sge", id="sge-live", marks=pytest.mark.sge),
+    pytest.param("htcondor-live", id="htcondor-live", marks=pytest.mark.htcondor_live),
 ]
 
 
@@ -70,14 +71,16 @@ def _env(batch_system: str) -> dict[str, str]:
     env = {"CONTAINERBATCH_POLL_INTERVAL": "1", "CONTAINERBATCH_MARKER_INTERVAL": "0.5"}
     if batch_system == "sge":
         env["PATH"] = f"{SGE_BIN}:{os.environ['PATH']}"
+    if batch_system == "htcondor-live":
+        env["PATH"] = live_env()["PATH"]
     return env
 
 
 def _settings(batch_system: str, how: str) -> str:
     import json
 
-    values: dict[str, object] = {"batch_system": batch_system, "runtime": "host"}
-    if batch_system == "sge":
+    values: dict[str, object] = {"batch_system": batch_system.removesuffix("-live"), "runtime": "host"}
+    if batch_system in ("sge", "htcondor-live"):
         values.update(bundle="always", executable=["python3"])  # the cell's python3, luigi from the bundle
     if how == "array":
         values.update(max_array_size=10, batch_window=1)
@@ -103,6 +106,8 @@ def _all_submitted(work: Path, count: int) -> bool:
 def test_a_job_accepted_but_not_journaled_is_adopted_not_run_twice(
     workdir: Path, fake_schedulers: Path, batch_system: str, how: str
 ) -> None:
+    if batch_system == "htcondor-live":
+        workdir.chmod(0o777)  # the pool's jobs run as its own user (ci/htcondor)
     if how == "array" and batch_system in ("local", "sge"):
         pytest.skip(f"{batch_system} has no job arrays")
     if how == "group" and batch_system not in ("local", "slurm"):
@@ -201,11 +206,12 @@ def test_a_job_under_our_key_that_is_not_ours_is_not_adopted(workdir: Path, fake
     state = fake_schedulers / "state.json"
     box = json.loads(state.read_text())
     for job in box["condor"]["jobs"].values():
-        job["JobStatus"] = 2  # back in the queue, running
         job["running"] = False
-        if forged == "owner":
+        if forged == "owner":  # condor_q lists only our jobs: this one is found in the history, everyone's
+            job["JobStatus"] = 4
             job["Owner"] = "mallory"
-        else:
+        else:  # back in the queue, running another script
+            job["JobStatus"] = 2
             job["Cmd"] = "/tmp/elsewhere/job.sh"
     state.write_text(json.dumps(box))
     (workdir / "results" / "slow_0.txt").unlink()  # as if the job had not run yet: no output, no marker

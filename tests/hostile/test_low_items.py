@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -180,7 +181,7 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(workdir: Path, full_disk
     (workdir / "wf.py").write_text(COLON)
     (workdir / "results").mkdir()
     (workdir / "results" / "keep.txt").write_text("a result the user made\n")
-    (workdir / "settings.json").write_text('{"%s": "%s"}' % (where, full_disk / "cb"))
+    (workdir / "settings.json").write_text(json.dumps({where: str(full_disk / "cb")}))
     before = tree(workdir)
     proc = cb(workdir, "run", "wf.py", "Out", "--runtime", "host", "--no-progress")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]

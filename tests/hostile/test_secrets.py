@@ -9,13 +9,14 @@ value, and no file or ad readable by others holds it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from containerbatch.jobfiles import ENV_FILE
-from tests.conftest import DEMO_IMAGE, FAKES_BIN
+from tests.conftest import DEMO_IMAGE, FAKES_BIN, live_env
 from tests.hostile.conftest import cb
 
 SECRET = "s3cr3t value; $(touch pwned) 'q' \"dq\" `touch pwned2` \\"
@@ -41,11 +42,22 @@ class Leak(luigi.Task):
         pytest.param("host", False, id="host"),
         pytest.param("docker", False, marks=pytest.mark.docker, id="docker"),
         pytest.param("docker", True, marks=pytest.mark.docker, id="docker-transfer_files"),
+        pytest.param("host-live", False, marks=pytest.mark.htcondor_live, id="host-live-pool"),
     ],
 )
 def test_htcondor_env_values_travel_only_in_the_private_env_file(
     workdir: Path, fake_schedulers: Path, runtime: str, staged: bool
 ) -> None:
+    live = runtime == "host-live"
+    runtime = runtime.removesuffix("-live")
+    env = {}
+    if live:  # the real pool (ci/htcondor): its jobs run as the pool's user, with the node's python3 and the bundle
+        workdir.chmod(0o777)
+        env = {
+            "PATH": live_env()["PATH"],
+            "CONTAINERBATCH_EXECUTABLE": '["python3"]',
+            "CONTAINERBATCH_BUNDLE": "always",
+        }
     (workdir / "wf.py").write_text(WORKFLOW)
     # (docker's --env-file cannot carry a line break: refused before submission, tested elsewhere)
     secret = SECRET + ("" if runtime == "docker" else "\nsecond line")
@@ -61,7 +73,7 @@ def test_htcondor_env_values_travel_only_in_the_private_env_file(
         settings["transfer_files"] = True
     (workdir / "settings.json").write_text(json.dumps(settings))
     try:
-        proc = cb(workdir, "run", "wf.py", "Leak", "--no-progress")
+        proc = cb(workdir, "run", "wf.py", "Leak", "--no-progress", env=env)
     finally:
         subprocess.run([str(FAKES_BIN / "fakesched-fault"), "cleanup"], capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -71,9 +83,15 @@ def test_htcondor_env_values_travel_only_in_the_private_env_file(
     (job_dir,) = [p.parent for p in (workdir / "logs").rglob("job.sub")]
     needle = "s3cr3t"
     assert needle not in (job_dir / "job.sub").read_text()
-    # the job's ClassAd (what condor_q -l prints) in the fake's queue
-    ads = json.loads((fake_schedulers / "state.json").read_text())["condor"]["jobs"]
-    assert ads and needle not in json.dumps(ads)
+    # the job's ClassAd (what condor_q -l / condor_history -l print to anyone)
+    if live:
+        said = subprocess.run(
+            ["condor_history", "-l", "-match", "5"], capture_output=True, text=True, env={**os.environ, **env}
+        )
+        assert said.returncode == 0 and "Cmd = " in said.stdout and needle not in said.stdout
+    else:
+        ads = json.loads((fake_schedulers / "state.json").read_text())["condor"]["jobs"]
+        assert ads and needle not in json.dumps(ads)
     # the only copies: the private env file (env.sh; Docker's --env-file) and, staged, the stage-in archive:
     # files the user alone may read
     holders, leaks = [], []
