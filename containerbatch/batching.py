@@ -239,7 +239,15 @@ class Batcher:
                 if len(job) > 1:  # a group job: its members are found again by the group's key
                     _journal_key(job, spec.submit_key, spec.script_path, None)
                 self.submissions += 1
-                job_id = scheduler.submit(spec)
+                try:
+                    job_id = scheduler.submit(spec)
+                except SubmitError as exc:  # exit 0 without an id: the job may be there, under its key
+                    from containerbatch.worker import found_after_silent_submit
+
+                    found = found_after_silent_submit(scheduler, spec, exc)
+                    if found is None:
+                        raise
+                    job_id = found
             except (sqlite3.Error, ContainerBatchError) as exc:
                 self._refused(job, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
                 continue
@@ -332,7 +340,15 @@ class Batcher:
         for index, job in enumerate(jobs, start=scheduler.array_first):  # found again by the array's key
             _journal_key(job, array_spec.submit_key, str(path), index)
         self.submissions += 1
-        ids = scheduler.submit_array(array_spec, len(specs))
+        try:
+            ids = scheduler.submit_array(array_spec, len(specs))
+        except SubmitError as exc:  # exit 0 without an id: the array may be there, under its key
+            from containerbatch.worker import found_after_silent_submit
+
+            base = found_after_silent_submit(scheduler, array_spec, exc, str(path))
+            if base is None:
+                raise
+            ids = [scheduler.array_element_id(base, scheduler.array_first + i) for i in range(len(specs))]
         log.info("submitted %d jobs as one %s array (%s); script %s", len(specs), scheduler.name, ids[0], path)
         return ids
 

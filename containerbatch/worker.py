@@ -291,7 +291,12 @@ class JobProcess:
         if self.run_ctx.batcher.defer(self):
             return  # goes out with others (arrays, tasks_per_job) or within submit_rate: containerbatch.batching
         try:
-            self.job_id = self.scheduler.submit(spec)
+            try:
+                self.job_id = self.scheduler.submit(spec)
+            except SubmitError as exc:
+                self.job_id = found_after_silent_submit(self.scheduler, spec, exc)
+                if self.job_id is None:
+                    raise
         except BaseException:
             self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="submit_error")
             raise
@@ -705,6 +710,30 @@ def _job_end_time(finished: float | None, marker_path: str) -> float:
         return os.lstat(marker_path).st_mtime
     except OSError:
         return time.time()
+
+
+def found_after_silent_submit(scheduler: Any, spec: JobSpec, exc: SubmitError, script: str | None = None) -> str | None:
+    """The job of a submit command that exited 0 but printed no id containerbatch understands: looked up by the
+    submission key (``find_jobs``), so that it is followed instead of running on as an untracked orphan.
+    None when the command failed, or no job carries the key (then it is the submit_error it looks like)."""
+    if exc.exit_code != 0 or not spec.submit_key:
+        return None
+    try:
+        found = scheduler.find_jobs({spec.submit_key: script or spec.script_path}) or {}
+    except SchedulerError as lookup:
+        log.warning("%s: could not look up the job of a submission without id: %s", spec.task_id, lookup)
+        return None
+    ids = found.get(spec.submit_key) or []
+    if not ids:
+        return None
+    log.warning(
+        "%s: %s exited 0 but printed no job id (%s); found the job by its submission key: %s",
+        spec.task_id,
+        spec.batch_system,
+        (exc.stdout or exc.stderr or "no output").strip()[:200],
+        ids[0],
+    )
+    return str(ids[0])
 
 
 def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:

@@ -24,7 +24,7 @@ import pytest
 
 from containerbatch.schedulers.base import CommandResult, new_submit_key
 from tests.conftest import ROOT, live_env
-from tests.hostile.conftest import cb, rows
+from tests.hostile.conftest import cb, rows, shim
 
 SGE_BIN = ROOT / "ci" / "sge" / "bin"
 
@@ -225,3 +225,42 @@ def test_a_job_under_our_key_that_is_not_ours_is_not_adopted(workdir: Path, fake
     assert "not adopted" in again.stderr and "adopted job" not in again.stderr
     assert [(r["attempt"], r["state"]) for r in rows(workdir)] == [(1, "failed"), (2, "done")]
     assert row["submit_key"] and rows(workdir)[1]["submit_key"] != row["submit_key"]
+
+
+SILENT = """
+out = subprocess.run([REAL, *sys.argv[1:]], capture_output=True)
+sys.stderr.buffer.write(b"%s\\n" % os.environ.get("CB_SHIM_SAYS", "").encode())
+sys.exit(out.returncode if os.environ.get("CB_SHIM_SUBMITS") == "1" else 0)
+"""
+
+
+@pytest.mark.parametrize("tool", ["bsub", "condor_submit"])
+@pytest.mark.parametrize("submits", [True, False])
+def test_a_submit_that_prints_no_id_is_found_by_its_key_or_is_a_submit_error(
+    workdir: Path, fake_schedulers: Path, tmp_path: Path, tool: str, submits: bool
+) -> None:
+    """The submit command exits 0 and prints no job id (defect #15). If it did submit, the job is found by its
+    submission key and followed (it runs once, no orphan); if it did not, the attempt is a submit_error that
+    shows what the command said."""
+    batch_system = "lsf" if tool == "bsub" else "htcondor"
+    shim(tmp_path / "shims", tool, SILENT if submits else "sys.stderr.write('queue is closed today\\n')\n")
+    (workdir / "wf.py").write_text(WORKFLOW)
+    (workdir / "settings.json").write_text(_settings(batch_system, "single"))
+    env = {
+        **_env(batch_system),
+        "PATH": f"{tmp_path / 'shims'}:{os.environ['PATH']}",
+        "CB_SHIM_SUBMITS": "1",
+        "CONTAINERBATCH_MAX_ATTEMPTS": "1",
+    }
+    proc = cb(workdir, "run", "wf.py", "Slow", "--i", "0", "--no-progress", env=env)
+    said = (proc.stderr + proc.stdout).replace("\n", " ")
+    if submits:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (workdir / "runs.log").read_text() == "0\n"
+        assert "printed no job id" in said and "found the job by its submission key" in said
+        assert [(r["attempt"], r["state"]) for r in rows(workdir)] == [(1, "done")]
+    else:
+        assert proc.returncode != 0
+        assert not (workdir / "runs.log").exists()
+        assert "gave no job id" in said and "queue is closed today" in said, said[-3000:]
+        assert [(r["attempt"], r["state"], r["reason"]) for r in rows(workdir)] == [(1, "failed", "submit_error")]
