@@ -33,6 +33,8 @@ slurm24_ok=0
 bash ci/slurm/run.sh up || slurm24_ok=$?
 export CB_SLURM24_BIN=$PWD/ci/slurm/bin-trixie
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# podman 5 (Debian 13) on cgroup v1 warns on every call (deprecated, still works): not on the tests' stderr
+export PODMAN_IGNORE_CGROUPSV1_WARNING=1
 status=0
 python3 -m pytest "$@" || status=$?
 if [ "$trixie_ok" -eq 0 ]; then
