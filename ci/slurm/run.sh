@@ -15,7 +15,7 @@
 # then node.Dockerfile (luigi, from wheels downloaded on the host).
 #
 # Environment:
-#   CB_SLURM_SUITE   Debian suite of the cluster (default trixie: Slurm 24.11; bookworm: 22.05)
+#   CB_SLURM_SUITE   Debian suite of the cluster (default trixie: Slurm 24.11; only trixie is tested)
 #   CB_SLURM_SHARE   more host folders (colon-separated) shared with the cluster at the same paths;
 #                    /tmp and the checkout always are (a running cluster keeps its set: `down` first)
 #   CB_SLURM_NAME    container name (default cb-slurm-SUITE; also its hostname, the node's name)
