@@ -20,7 +20,8 @@
 #                    /tmp and the checkout always are (a running cluster keeps its set: `down` first)
 #   CB_SLURM_NAME    container name (default cb-slurm-SUITE; also its hostname, the node's name)
 #   CB_SLURM_BIN     where `up` writes the wrappers (default ci/slurm/bin-SUITE)
-#   CB_CACHE_DIR     where the luigi wheels are kept between runs (default /tmp/cb-cache-slurm)
+#   CB_SLURM_CACHE   where the luigi wheels are kept between runs (default /tmp/cb-cache-slurm; the
+#                    Debian root is ci/htcondor/run.sh's, under its CB_CACHE_DIR)
 #   DOCKER           the docker client (default /usr/bin/docker)
 set -euo pipefail
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -30,7 +31,7 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 SUITE=${CB_SLURM_SUITE:-trixie}
 NAME=${CB_SLURM_NAME:-cb-slurm-$SUITE}
 BIN=${CB_SLURM_BIN:-$HERE/bin-$SUITE}
-CACHE=${CB_CACHE_DIR:-/tmp/cb-cache-slurm}
+CACHE=${CB_SLURM_CACHE:-/tmp/cb-cache-slurm}
 CLUSTER_IMAGE=cb-slurm:$SUITE
 NODE_IMAGE=cb-slurm-node:$SUITE
 WRAPPED=(sbatch squeue sacct scancel scontrol sinfo srun)
