@@ -125,6 +125,9 @@ def render(definitions: dict[str, Setting] | None = None) -> str:
     return "".join(parts)
 
 
+USAGE = "usage: python -m containerbatch.docs [PATH]"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m containerbatch.docs [PATH]``: write the page to PATH (default: print it)."""
     args = list(sys.argv[1:] if argv is None else argv)
