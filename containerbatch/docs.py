@@ -137,9 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if len(args) > 1 or (args and args[0].startswith("-")):
-        sys.stderr.write(
-            f"containerbatch.docs: unexpected argument(s) {' '.join(args)!r}; usage: python -m containerbatch.docs [PATH]\n"
-        )
+        sys.stderr.write(f"containerbatch.docs: unexpected argument(s) {' '.join(args)!r}; {USAGE}\n")
         return 2
     text = render()
     if args:
