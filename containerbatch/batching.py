@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING
 from containerbatch.errors import ContainerBatchError, SubmitError
 from containerbatch.jobscript import q
 from containerbatch.runner import GROUP
+from containerbatch.schedulers.base import new_submit_key
 from containerbatch.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -225,8 +227,8 @@ class Batcher:
             return
         if len(specs) > 1 and array > 1 and scheduler.supports_arrays:
             try:
-                ids = self._submit_array(scheduler, specs)
-            except (OSError, ContainerBatchError) as exc:
+                ids = self._submit_array(scheduler, specs, jobs)
+            except (OSError, sqlite3.Error, ContainerBatchError) as exc:
                 self._refused(procs, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
                 return
             for job, job_id in zip(jobs, ids, strict=True):
@@ -234,10 +236,20 @@ class Batcher:
             return
         for job, spec in zip(jobs, specs, strict=True):
             try:
+                if len(job) > 1:  # a group job: its members are found again by the group's key
+                    _journal_key(job, spec.submit_key, spec.script_path, None)
                 self.submissions += 1
-                job_id = scheduler.submit(spec)
-            except ContainerBatchError as exc:
-                self._refused(job, exc)
+                try:
+                    job_id = scheduler.submit(spec)
+                except SubmitError as exc:  # exit 0 without an id: the job may be there, under its key
+                    from containerbatch.worker import found_after_silent_submit
+
+                    found = found_after_silent_submit(scheduler, spec, exc)
+                    if found is None:
+                        raise
+                    job_id = found
+            except (sqlite3.Error, ContainerBatchError) as exc:
+                self._refused(job, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
                 continue
             self._submitted(job, job_id)
 
@@ -273,6 +285,7 @@ class Batcher:
             task_id=f"{first.task_family}: {len(specs)} tasks ({folder.name})",
             job_dir=str(folder),
             marker_path=marker,
+            submit_key=new_submit_key(),
         )
         parallel = first.resources.cpus or 1
         group = {"job_dirs": [s.job_dir for s in specs], "parallel": parallel, "run_id": first.run_id}
@@ -304,10 +317,17 @@ class Batcher:
             jobfiles.write_private(str(Path(spec.job_dir) / name), text)
         return self.run.render(spec, before_finish=marks)
 
-    def _submit_array(self, scheduler: Scheduler, specs: list[JobSpec]) -> list[str]:
+    def _submit_array(
+        self, scheduler: Scheduler, specs: list[JobSpec], jobs: Sequence[Sequence[JobProcess]] = ()
+    ) -> list[str]:
         first = specs[0]
         folder = self._folder(first, "a")
-        array_spec = replace(first, job_dir=str(folder), task_id=f"array of {len(specs)} jobs ({folder.name})")
+        array_spec = replace(
+            first,
+            job_dir=str(folder),
+            task_id=f"array of {len(specs)} jobs ({folder.name})",
+            submit_key=new_submit_key(),
+        )
         script = render_array(scheduler, array_spec, specs)
         path = folder / "array.sh"
         path.write_text(script)
@@ -317,8 +337,18 @@ class Batcher:
             (folder / scheduler.array_submit_file_name).write_text(submit_file)
         for s in specs:
             (Path(s.job_dir) / "array").write_text(str(path) + "\n")
+        for index, job in enumerate(jobs, start=scheduler.array_first):  # found again by the array's key
+            _journal_key(job, array_spec.submit_key, str(path), index)
         self.submissions += 1
-        ids = scheduler.submit_array(array_spec, len(specs))
+        try:
+            ids = scheduler.submit_array(array_spec, len(specs))
+        except SubmitError as exc:  # exit 0 without an id: the array may be there, under its key
+            from containerbatch.worker import found_after_silent_submit
+
+            base = found_after_silent_submit(scheduler, array_spec, exc, str(path))
+            if base is None:
+                raise
+            ids = [scheduler.array_element_id(base, scheduler.array_first + i) for i in range(len(specs))]
         log.info("submitted %d jobs as one %s array (%s); script %s", len(specs), scheduler.name, ids[0], path)
         return ids
 
@@ -395,6 +425,12 @@ class Batcher:
         if submit_file is not None and scheduler.submit_file_name:
             (folder / scheduler.submit_file_name).write_text(submit_file)
         return canary
+
+
+def _journal_key(job: Sequence[JobProcess], key: str, script: str, index: int | None) -> None:
+    """Journal, before the submit call, that the tasks of ``job`` go out under ``key`` (see JobProcess._adopt)."""
+    for proc in job:
+        proc.journal.set_submit_key(proc.spec.task_id, proc.spec.attempt, key, script, index)
 
 
 def render_array(scheduler: Scheduler, array_spec: JobSpec, specs: Sequence[JobSpec]) -> str:

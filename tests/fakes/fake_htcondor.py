@@ -861,6 +861,10 @@ def print_ads(ads, o, history):
 
 def cmd_condor_q(argv):
     o = parse_query_args(argv)
+    if not o["ids"] and not o["owners"] and "-allusers" not in argv:
+        # condor_q (8.5+) shows only the current user's jobs unless given ids, owners or -allusers
+        # (CONDOR_Q_ONLY_MY_JOBS = false in the real configuration turns that off)
+        o["owners"] = [getpass.getuser()]
     with locked() as box:
         ads = select_ads(box["state"]["condor"]["jobs"], o, in_queue)
     ads.sort(key=lambda a: (a["ClusterId"], a["ProcId"]))

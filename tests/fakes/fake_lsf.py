@@ -227,6 +227,7 @@ def cmd_bsub(argv):
             "resreq": opts.get("-R", []),
             "runlimit_min": runlimit,
             "project": opts.get("-P", "default"),
+            "description": opts.get("-Jd", ""),
             "suspended": bool(opts.get("-H")),
             "memory_enforced": bool(os.environ.get("CB_FAKE_ENFORCE_MEMORY")) and "-M" in opts,
         }
@@ -310,6 +311,7 @@ def lsf_field(job, field, now):
         "user": job["user"],
         "queue": job["queue"],
         "job_name": job["name"],
+        "job_description": job.get("description", ""),
         "exit_code": str(ec) if done and ec else "",
         "exit_reason": job.get("exit_reason", "") if done else "",
         "from_host": HOST,
