@@ -96,7 +96,8 @@ ok = containerbatch.process([task], workers=int(sys.argv[3]), log_level="WARNING
 import json, resource
 usage = resource.getrusage(resource.RUSAGE_SELF)  # the submitter alone: local jobs are its children
 with open("self-usage.json", "w") as handle:
-    json.dump({"cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}, handle)
+    json.dump({"cpu": usage.ru_utime + usage.ru_stime, "user": usage.ru_utime, "sys": usage.ru_stime,
+               "rss_mb": usage.ru_maxrss / 1024}, handle)
 sys.exit(0 if ok else 1)
 """
 
@@ -129,9 +130,9 @@ while subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_
 
 STUB = """#!/bin/sh
 # stands in for "python -m containerbatch.runner JOBDIR": the submitter is what is measured
-tid=$(sed -n 's/^ *"task_id": \\(".*"\\),\\{0,1\\}$/\\1/p' "$3/task.json")
-att=$(sed -n 's/^ *"attempt": \\([0-9]*\\),\\{0,1\\}$/\\1/p' "$3/task.json")
-i=$(sed -n 's/^ *"i": "\\([0-9]*\\)"$/\\1/p' "$3/task.json")
+tid=$(sed -n 's/.*"task_id": \\("[^"]*"\\).*/\\1/p' "$3/task.json")
+att=$(sed -n 's/.*"attempt": \\([0-9]*\\).*/\\1/p' "$3/task.json")
+i=$(sed -n 's/.*"i": "\\([0-9]*\\)".*/\\1/p' "$3/task.json")
 if [ -n "$i" ]; then : > "results/t_$i.txt"; fi  # the task's output: the submit side checks it is there
 printf '{"status": "success", "task_id": %s, "attempt": %s}' "$tid" "$att" > "$3/result.json"
 """
