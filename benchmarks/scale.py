@@ -116,6 +116,56 @@ b2luigi.set_setting("executable", [sys.executable])
 b2luigi.process([All(n=n)], workers=workers, batch=True)
 """
 
+LAW_WORKFLOW = """
+import os
+
+import law
+import luigi
+
+law.contrib.load("slurm")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Trivial(law.slurm.SlurmWorkflow, law.LocalWorkflow):
+    n = luigi.IntParameter()
+
+    def create_branch_map(self):
+        return {i: i for i in range(self.n)}
+
+    def output(self):
+        return law.LocalFileTarget(os.path.join(HERE, "results", "t_%d.txt" % self.branch))
+
+    def run(self):
+        self.output().dump("ok", formatter="text")
+
+    def slurm_output_directory(self):
+        return law.LocalDirectoryTarget(os.path.join(HERE, "law_jobs"))
+
+    def slurm_use_local_scheduler(self):  # the branch tasks on the node: no central luigid here
+        return True
+"""
+
+# law reads ended jobs from sacct; the benchmark's Slurm has no accounting storage (sacct fails), so law's
+# sacct is this stand-in, answering from scontrol (slurmctld keeps ended jobs for MinJobAge = 300 s)
+LAW_SACCT = r"""#!/bin/bash
+printf 'sacct\n' >> "$CB_BENCH_CALLS"
+jobs=""
+while [ $# -gt 0 ]; do
+    case "$1" in --jobs|-j) jobs="$2"; shift ;; esac
+    shift
+done
+/usr/bin/scontrol -o show job 2>/dev/null | awk -v ids=",$jobs," '{
+    id = ""; st = ""; ec = ""; rs = "None"
+    for (i = 1; i <= NF; i++) {
+        k = $i; sub(/=.*/, "", k); v = substr($i, length(k) + 2)
+        if (k == "JobId") id = v; else if (k == "JobState") st = v; else if (k == "ExitCode") ec = v
+        else if (k == "Reason") rs = v
+    }
+    if (id != "" && index(ids, "," id ",")) print id, st, ec, rs
+}'
+"""
+
 FLOOR = """
 import subprocess, sys, time
 n, payload = int(sys.argv[1]), sys.argv[2]
@@ -231,6 +281,25 @@ def case(name: str, n: int, timeout: float, workers: int) -> dict[str, object]:
             CB_B2_MODE="ttl2" if name.endswith("ttl2") else "default", CB_B2_N=str(n), CB_B2_WORKERS=str(workers)
         )
         argv = [str(python), "b2luigi_main.py"]
+    elif name.startswith("law"):
+        python = ensure_venv("law-0.1.21", ["law==0.1.21"])
+        (folder / "workflow_law.py").write_text(LAW_WORKFLOW)
+        (folder / "shims" / "sacct").write_text(LAW_SACCT)
+        (folder / "shims" / "sacct").chmod(0o755)
+        env["PYTHONPATH"] = str(folder)
+        env["PATH"] = f"{folder / 'shims'}:{python.parent}:{env['PATH'].split(':', 1)[1]}"
+        argv = [
+            str(python.parent / "law"),
+            "run",
+            "workflow_law.Trivial",
+            f"--n={n}",
+            "--workflow=slurm",
+            "--poll-interval=1s",
+            f"--tasks-per-job={100 if name == 'law-tpj' else 1}",
+            "--retries=0",
+            "--local-scheduler",
+            "--log-level=WARNING",
+        ]
     elif name == "chain":
         argv = [sys.executable, "cb_main.py", "chain", str(n), str(workers)]
     else:
@@ -238,7 +307,7 @@ def case(name: str, n: int, timeout: float, workers: int) -> dict[str, object]:
     row: dict[str, object] = {"case": name, "n": n, **run_child(argv, folder, env, timeout), "calls": calls(folder)}
     done = len(list((folder / "results").glob("*.txt")))
     row["done"] = done
-    if row["ok"] and name.startswith(("cb", "b2luigi")) and done < n:
+    if row["ok"] and name.startswith(("cb", "b2luigi", "law")) and done < n:
         row["ok"] = 0.0
     shutil.rmtree(folder, ignore_errors=True)
     return row
