@@ -341,9 +341,10 @@ class HTCondorScheduler(Scheduler):
         return "\n".join([*lines, ""])
 
     def staged_array_submit_file(self, spec: JobSpec, elements: Sequence[tuple[JobSpec, Sequence[JobSpec]]]) -> str:
-        """One cluster of staged jobs (``spec.job_dir``: the array's folder): a ``queue`` per element, each
-        with its own folder, logs, stage-in archive and job script (array.sh runs the one HTCondor brought),
-        and outputs; ``elements`` are (the element's job spec, its tasks when it runs several)."""
+        """One cluster of staged jobs (``spec.job_dir``: the array's folder): each proc gets its own folder,
+        logs, stage-in archive and job script (array.sh runs the one HTCondor brought) and outputs, from
+        macros indexed by ``$(Process)``; ``elements`` are (the element's job spec, its tasks when it runs
+        several).  (condor_submit takes no statement after the queue statement.)"""
         executable = f"executable = {_value(f'{spec.job_dir}/array.sh', 'array script path')}"
         per_element = {
             "initialdir",
@@ -353,27 +354,33 @@ class HTCondorScheduler(Scheduler):
             "transfer_output_files",
             "transfer_output_remaps",
         }
-        common = [
+        lines = [
             executable if line.startswith("executable = ") else line
             for line in self.submit_file(spec).splitlines()
             if line != "queue" and line.split(" = ", 1)[0] not in per_element
         ]
-        blocks = []
         for index, (element, members) in enumerate(elements):
             self.check_staged(element)
-            entries = [
-                ("initialdir", _value(element.job_dir, "job directory")),
-                ("output", _value(element.stdout_path, "stdout path")),
-                ("error", _value(element.stderr_path, "stderr path")),
-                (
-                    "transfer_input_files",
-                    _value(f"{element.job_dir}/{STAGE_IN},{element.script_path}", "job directory"),
-                ),
-                *self.stage_out_entries(element, members),
-                ("arguments", str(index)),
+            outputs = dict(self.stage_out_entries(element, members))
+            lines += [
+                f"cb_dir_{index} = {_value(element.job_dir, 'job directory')}",
+                f"cb_stdout_{index} = {_value(element.stdout_path, 'stdout path')}",
+                f"cb_stderr_{index} = {_value(element.stderr_path, 'stderr path')}",
+                f"cb_outputs_{index} = {outputs['transfer_output_files']}",
+                f"cb_remaps_{index} = {outputs['transfer_output_remaps']}",
             ]
-            blocks += [f"{key} = {value}" for key, value in entries] + ["queue"]
-        return "\n".join([*common, *blocks, ""])
+        lines += [
+            "initialdir = $(cb_dir_$(Process))",
+            "output = $(cb_stdout_$(Process))",
+            "error = $(cb_stderr_$(Process))",
+            f"transfer_input_files = $(cb_dir_$(Process))/{STAGE_IN},$(cb_dir_$(Process))/job.sh",
+            "transfer_output_files = $(cb_outputs_$(Process))",
+            "transfer_output_remaps = $(cb_remaps_$(Process))",
+            "arguments = $(Process)",
+            f"queue {len(elements)}",
+            "",
+        ]
+        return "\n".join(lines)
 
     # -- arrays: one cluster of N procs; element ids CLUSTER.PROC; array.sh gets $(Process) ----------
     supports_arrays = True
