@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from containerbatch.errors import ContainerBatchError, SubmitError
 from containerbatch.jobfiles import output_paths
 from containerbatch.jobscript import q
 from containerbatch.runner import GROUP
+from containerbatch.schedulers.base import new_submit_key
 from containerbatch.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -228,10 +230,8 @@ class Batcher:
             return
         if len(specs) > 1 and array > 1 and getattr(scheduler, "supports_arrays", False):
             try:
-                ids = self._submit_array(
-                    scheduler, specs, [[p.spec for p in job] if len(job) > 1 else [] for job in jobs]
-                )
-            except (OSError, ContainerBatchError) as exc:
+                ids = self._submit_array(scheduler, specs, jobs)
+            except (OSError, sqlite3.Error, ContainerBatchError) as exc:
                 self._refused(procs, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
                 return
             for job, job_id in zip(jobs, ids, strict=True):
@@ -239,10 +239,20 @@ class Batcher:
             return
         for job, spec in zip(jobs, specs, strict=True):
             try:
+                if len(job) > 1:  # a group job: its members are found again by the group's key
+                    _journal_key(job, spec.submit_key, spec.script_path, None)
                 self.submissions += 1
-                job_id = scheduler.submit(spec)
-            except ContainerBatchError as exc:
-                self._refused(job, exc)
+                try:
+                    job_id = scheduler.submit(spec)
+                except SubmitError as exc:  # exit 0 without an id: the job may be there, under its key
+                    from containerbatch.worker import found_after_silent_submit
+
+                    found = found_after_silent_submit(scheduler, spec, exc)
+                    if found is None:
+                        raise
+                    job_id = found
+            except (sqlite3.Error, ContainerBatchError) as exc:
+                self._refused(job, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
                 continue
             self._submitted(job, job_id)
 
@@ -278,6 +288,7 @@ class Batcher:
             task_id=f"{first.task_family}: {len(specs)} tasks ({folder.name})",
             job_dir=str(folder),
             marker_path=marker,
+            submit_key=new_submit_key(),
         )
         parallel = first.resources.cpus or 1
         group: dict[str, object] = {"job_dirs": [s.job_dir for s in specs], "parallel": parallel}
@@ -334,18 +345,24 @@ class Batcher:
         return self.run.render(spec, before_finish=marks)
 
     def _submit_array(
-        self, scheduler: Scheduler, specs: list[JobSpec], members: Sequence[Sequence[JobSpec]] = ()
+        self, scheduler: Scheduler, specs: list[JobSpec], jobs: Sequence[Sequence[JobProcess]] = ()
     ) -> list[str]:
         first = specs[0]
         folder = self._folder(first, "a")
-        array_spec = replace(first, job_dir=str(folder), task_id=f"array of {len(specs)} jobs ({folder.name})")
+        array_spec = replace(
+            first,
+            job_dir=str(folder),
+            task_id=f"array of {len(specs)} jobs ({folder.name})",
+            submit_key=new_submit_key(),
+        )
         staged = first.staged and hasattr(scheduler, "staged_array_submit_file")
         script = render_staged_array(array_spec, len(specs)) if staged else render_array(scheduler, array_spec, specs)
         path = folder / "array.sh"
         path.write_text(script)
         os.chmod(path, 0o755)
         if staged:  # each element brings its own folder, archive and job script
-            elements = list(zip(specs, list(members) or [[] for _ in specs], strict=True))
+            members = [[p.spec for p in job] if len(job) > 1 else [] for job in jobs] or [[] for _ in specs]
+            elements = list(zip(specs, members, strict=True))
             submit_file = scheduler.staged_array_submit_file(array_spec, elements)  # type: ignore[attr-defined]
         else:
             submit_file = scheduler.array_submit_file(array_spec, len(specs))
@@ -353,8 +370,18 @@ class Batcher:
             (folder / scheduler.array_submit_file_name).write_text(submit_file)
         for s in specs:
             (Path(s.job_dir) / "array").write_text(str(path) + "\n")
+        for index, job in enumerate(jobs, start=scheduler.array_first):  # found again by the array's key
+            _journal_key(job, array_spec.submit_key, str(path), index)
         self.submissions += 1
-        ids = scheduler.submit_array(array_spec, len(specs))
+        try:
+            ids = scheduler.submit_array(array_spec, len(specs))
+        except SubmitError as exc:  # exit 0 without an id: the array may be there, under its key
+            from containerbatch.worker import found_after_silent_submit
+
+            base = found_after_silent_submit(scheduler, array_spec, exc, str(path))
+            if base is None:
+                raise
+            ids = [scheduler.array_element_id(base, scheduler.array_first + i) for i in range(len(specs))]
         log.info("submitted %d jobs as one %s array (%s); script %s", len(specs), scheduler.name, ids[0], path)
         return ids
 
@@ -435,6 +462,12 @@ class Batcher:
 
             staging.pack_group_inputs(canary, [])
         return canary
+
+
+def _journal_key(job: Sequence[JobProcess], key: str, script: str, index: int | None) -> None:
+    """Journal, before the submit call, that the tasks of ``job`` go out under ``key`` (see JobProcess._adopt)."""
+    for proc in job:
+        proc.journal.set_submit_key(proc.spec.task_id, proc.spec.attempt, key, script, index)
 
 
 def render_array(scheduler: Scheduler, array_spec: JobSpec, specs: Sequence[JobSpec]) -> str:

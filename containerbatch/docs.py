@@ -125,9 +125,18 @@ def render(definitions: dict[str, Setting] | None = None) -> str:
     return "".join(parts)
 
 
+USAGE = "usage: python -m containerbatch.docs [PATH]"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m containerbatch.docs [PATH]``: write the page to PATH (default: print it)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE + "\n  write the settings page to PATH (default: print it)\n")
+        return 0
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        sys.stderr.write(f"containerbatch.docs: unexpected argument(s) {' '.join(args)!r}; {USAGE}\n")
+        return 2
     text = render()
     if args:
         Path(args[0]).write_text(text, encoding="utf-8")

@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     ended REAL,
     updated REAL NOT NULL,
     absent_outputs TEXT,
+    submit_key TEXT,
+    submit_script TEXT,
+    submit_index INTEGER,
     PRIMARY KEY (task_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id);
@@ -79,12 +82,24 @@ class AttemptRow:
     updated: float
     #: the task's outputs that did not exist when the attempt was submitted (the submit side's own record)
     absent_outputs: tuple[str, ...] = ()
+    #: the key the batch system keeps with the job (journaled before the submit call), the script the job
+    #: runs, and its element index when the job is an element of an array submission
+    submit_key: str | None = None
+    submit_script: str | None = None
+    submit_index: int | None = None
 
 
+#: seconds a write waits for another process's transaction (a second submitter) before it is an error
+BUSY_TIMEOUT = 30.0
 #: the schema version this code writes (``PRAGMA user_version``); older journals are upgraded in place
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: columns added after version 1, with their SQL type
-_ADDED_COLUMNS = {"absent_outputs": "TEXT"}
+_ADDED_COLUMNS = {
+    "absent_outputs": "TEXT",
+    "submit_key": "TEXT",
+    "submit_script": "TEXT",
+    "submit_index": "INTEGER",
+}
 
 
 class Journal:
@@ -96,8 +111,9 @@ class Journal:
         When the file is not a journal (corrupt), stays locked, or was written by a newer containerbatch.
     """
 
-    def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
+    def __init__(self, path: str | Path, timeout: float | None = None) -> None:
         self.path = Path(path)
+        timeout = BUSY_TIMEOUT if timeout is None else timeout
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +170,10 @@ class Journal:
         with self._lock:
             if self._db.in_transaction:  # one an interruption (Ctrl-C between BEGIN and COMMIT) left open
                 self._db.execute("ROLLBACK")
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # another process holds the journal past the timeout
+                raise ConfigError(self._explain(exc)) from None
             try:
                 yield self._db
             except BaseException:
@@ -190,14 +209,20 @@ class Journal:
         marker_path: str,
         state: str = AttemptState.SUBMITTED.value,
         absent_outputs: tuple[str, ...] | list[str] = (),
+        submit_key: str | None = None,
+        submit_script: str | None = None,
     ) -> None:
-        """Record an attempt: ``submitting`` (no job id yet) before the submit command, else ``submitted``."""
+        """Record an attempt: ``submitting`` (no job id yet) before the submit command, else ``submitted``.
+
+        ``submit_key`` is the key the batch system will keep with the job and ``submit_script`` the script it
+        runs: a rerun finds the job by them when the submitter died before :meth:`set_job_id`.
+        """
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO attempts (run_id, task_id, task_family, params, attempt, scheduler, runtime,"
-                " image, job_id, job_dir, marker_path, state, submitted, updated, absent_outputs)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " image, job_id, job_dir, marker_path, state, submitted, updated, absent_outputs, submit_key,"
+                " submit_script) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     task_id,
@@ -214,8 +239,27 @@ class Journal:
                     now,
                     now,
                     json.dumps(list(absent_outputs)),
+                    submit_key,
+                    submit_script,
                 ),
             )
+
+    def set_submit_key(self, task_id: str, attempt: int, key: str, script: str, index: int | None = None) -> None:
+        """The attempt (still ``submitting``) goes out in a job of several tasks: under that job's ``key``,
+        running ``script``, as array element ``index`` (None: not an array). Written before the submit call."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE attempts SET submit_key = ?, submit_script = ?, submit_index = ?, updated = ?"
+                " WHERE task_id = ? AND attempt = ? AND state = ?",
+                (key, script, index, time.time(), task_id, attempt, AttemptState.SUBMITTING.value),
+            )
+
+    def submitting(self, scheduler: str) -> list[AttemptRow]:
+        """Attempts of ``scheduler`` journaled as ``submitting`` under a key (their job id never written)."""
+        return self._rows(
+            "SELECT * FROM attempts WHERE state = ? AND scheduler = ? AND job_id IS NULL AND submit_key IS NOT NULL",
+            (AttemptState.SUBMITTING.value, scheduler),
+        )
 
     def set_job_id(self, task_id: str, attempt: int, job_id: str) -> None:
         """The scheduler accepted the attempt recorded as ``submitting``: it is ``submitted`` as ``job_id``."""

@@ -67,6 +67,8 @@ class Run:
         self.node_context: dict[str, Any] = {"argv": list(sys.argv)}
         self.dynamic_rounds: dict[str, tuple[int, int]] = {}  # task id -> (rounds, rounds with deps complete here)
         self._warned_outside: set[str] = set()
+        #: (journal, batch system) → submission key → job ids found under it: asked once per run (worker._adopt)
+        self.found_jobs: dict[tuple[str, str], dict[str, list[str]] | None] = {}
         from containerbatch.batching import Batcher
 
         self.batcher = Batcher(self)  # arrays, tasks_per_job, submit_rate, canary

@@ -41,9 +41,25 @@ def run_log_path(state_dir: str | Path, run_id: str) -> Path:
 
 
 class _LazyFileHandler(logging.FileHandler):
+    failed = False  # the file could not be written (a full disk): the run goes on, its log stops
+
     def _open(self) -> Any:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        """A run log that cannot be written (ENOSPC, a folder gone) stops, with one line on stderr, instead of
+        a logging traceback per record."""
+        import sys
+
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"containerbatch: cannot write the run log {self.baseFilename} ({error}); it stops here\n")
 
 
 # -- long operations (image conversions, pulls): progress for whoever shows it ------------------------------

@@ -252,6 +252,9 @@ class JobSpec:
     resources: Resources = Resources()
     bundle_dir: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: the attempt's submission key, kept by the batch system with the job (a comment, a ClassAd attribute):
+    #: a submitter killed before it journaled the job id finds the job by it (``Scheduler.find_jobs``)
+    submit_key: str = ""
 
     @property
     def staged(self) -> bool:

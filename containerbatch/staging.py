@@ -4,8 +4,9 @@ On the submit host, :func:`pack_inputs` writes ``<job_dir>/stage-in.tar.gz`` hol
 absolute paths (without the leading ``/``):
 
 * the job directory (task.json, job.sh),
-* the Python sources of the workflow's folder (``*.py`` and ``settings.json``, without hidden folders,
-  ``__pycache__``, virtual environments and the result/log/state folders),
+* of the workflow's folder only the workflow module, the modules the submitter imported from it and
+  ``settings.json`` (not what else lies there; never hidden folders, virtual environments or the
+  result/log/state folders),
 * the bundle (luigi and the runner), when the job uses one,
 * the task's inputs: the local files and folders its requirements produced,
 * the extra paths given as a list in ``transfer_files`` (as in b2luigi).
@@ -115,30 +116,32 @@ def _skip_dir(path: Path, excluded: set[str]) -> bool:
     )
 
 
-#: seconds a listing of the workflow's sources is reused (a burst of staged jobs walks the folder once)
-SOURCES_TTL = 30.0
-_sources: dict[tuple[str, frozenset[str]], tuple[float, list[str]]] = {}
-
-
 def workflow_sources(spec: JobSpec) -> Iterator[str]:
-    """The workflow folder's Python sources (and settings.json), recursively; one walk per SOURCES_TTL
-    seconds for all the jobs of a workflow folder."""
-    root = Path(spec.module_file).parent
-    excluded = frozenset({spec.result_dir, spec.log_dir, spec.state_dir})
-    key = (str(root), excluded)
-    cached = _sources.get(key)
-    if cached is not None and time.monotonic() - cached[0] < SOURCES_TTL:
-        yield from cached[1]
-        return
-    found = []
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not _skip_dir(here / d, set(excluded)))
-        for name in sorted(files):
-            if name.endswith(_SOURCE_SUFFIXES) or name in _SOURCE_NAMES:
-                found.append(str(here / name))
-    _sources[key] = (time.monotonic(), found)
-    yield from found
+    """What the node needs of the workflow's folder: the workflow module, the modules the submitter imported
+    from that folder (as in :func:`containerbatch.jobfiles.accept_new_deps`: what is in ``sys.modules``, never
+    everything that lies there), and ``settings.json``.  A module the task imports only inside ``run()`` is
+    listed in ``transfer_files``; other files of the folder (data, notes, keys) never travel."""
+    import sys
+
+    root = Path(os.path.abspath(spec.module_file)).parent
+    excluded = {os.path.abspath(p) for p in (spec.result_dir, spec.log_dir, spec.state_dir)}
+    found = {os.path.abspath(spec.module_file)}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or not file.endswith(_SOURCE_SUFFIXES):
+            continue
+        path = Path(os.path.abspath(file))
+        try:
+            parts = path.parent.relative_to(root).parts
+        except ValueError:
+            continue  # not from the workflow's folder: the image or the bundle has it
+        folders = [root.joinpath(*parts[: i + 1]) for i in range(len(parts))]
+        if not any(_skip_dir(folder, excluded) for folder in folders) and path.is_file():
+            found.add(str(path))
+    for name in _SOURCE_NAMES:
+        if (root / name).is_file():
+            found.add(str(root / name))
+    yield from sorted(found)
 
 
 def _arcname(path: str) -> str:
@@ -172,7 +175,10 @@ def _pack(spec: JobSpec, jobs: Sequence[tuple[JobSpec, luigi.Task | None]]) -> s
             for child in sorted(os.listdir(path)):
                 add(tar, os.path.join(path, child))
 
-    with tarfile.open(tmp, "w:gz", compresslevel=3) as tar:
+    # the archive holds the job folder's private files (env.sh): as private as they are, never through a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=3) as tar:
         for folder in (spec.working_dir, spec.result_dir, spec.log_dir):
             if os.path.isdir(folder):
                 add(tar, folder, recursive=False)

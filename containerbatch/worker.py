@@ -40,6 +40,7 @@ from containerbatch.poller import TrackedJob
 from containerbatch.resubmit import Failure, classify, policy_from_settings
 from containerbatch.run import Run
 from containerbatch.runlog import FAILURE_ATTR
+from containerbatch.schedulers.base import new_submit_key
 from containerbatch.spec import JobSpec, Resources
 from containerbatch.states import ACTIVE_STATES, AttemptState, JobState, JobStatus, Reason
 
@@ -183,15 +184,28 @@ class JobProcess:
 
     def _adopt(self, row: Any) -> str | None:
         """The job of an attempt journaled as ``submitting`` (the earlier submitter died between its intent and
-        the scheduler's answer), where the scheduler can find the live job of that attempt
-        (``find_job(job_script) -> job ids``); else None, with a warning naming the attempt."""
-        script = str(Path(row.job_dir) / "job.sh")
-        try:
-            found = self.scheduler.find_job(script)
-        except SchedulerError as exc:
-            log.warning("%s: could not look up the job of %s: %s", row.task_id, script, exc)
-            return None
-        if found is None:
+        the journal write of the job id): looked up by the attempt's submission key, for all such attempts of
+        the journal at once (:meth:`Scheduler.find_jobs`); None when none was found (then it is submitted again).
+        A job that carries the key but is not the user's or runs another script is not adopted."""
+        ids: list[str] | None
+        if not row.submit_key:  # journaled by an older containerbatch: by its job script, where that works
+            script = str(Path(row.job_dir) / "job.sh")
+            found = self._look_up(row, lambda: {"": self.scheduler.find_job(script)})
+            ids = None if found is None else found.get("")
+        else:
+            cache = self.run_ctx.found_jobs
+            where = (str(self.journal.path), self.spec.batch_system)
+            if where not in cache:
+                pending = {
+                    r.submit_key: r.submit_script or str(Path(r.job_dir) / "job.sh")
+                    for r in self.journal.submitting(self.spec.batch_system)
+                    if r.submit_key
+                }
+                pending.setdefault(row.submit_key, row.submit_script or str(Path(row.job_dir) / "job.sh"))
+                cache[where] = self._look_up(row, lambda: self.scheduler.find_jobs(pending))
+            found = cache[where]
+            ids = None if found is None else found.get(row.submit_key, [])
+        if ids is None:
             log.warning(
                 "%s: an earlier submitter stopped while submitting attempt %d (job folder %s); %s cannot look the "
                 "job up, so the attempt is submitted again: check the queue for a duplicate",
@@ -201,18 +215,36 @@ class JobProcess:
                 row.scheduler,
             )
             return None
-        ids = [str(i) for i in found]
         if not ids:
             log.info("%s: attempt %d was not submitted before its submitter stopped", row.task_id, row.attempt)
             return None
-        self.journal.set_job_id(row.task_id, row.attempt, ids[0])
+        if len(ids) > 1:
+            log.warning(
+                "%s: %d jobs carry the key of attempt %d (%s); following %s",
+                row.task_id,
+                len(ids),
+                row.attempt,
+                ", ".join(ids[:5]),
+                ids[0],
+            )
+        job_id = ids[0]
+        if row.submit_index is not None:  # an element of an array submission
+            job_id = self.scheduler.array_element_id(job_id, int(row.submit_index))  # type: ignore[attr-defined]
+        self.journal.set_job_id(row.task_id, row.attempt, job_id)
         log.info(
             "%s: adopted job %s of attempt %d (its submitter stopped while submitting)",
             row.task_id,
-            ids[0],
+            job_id,
             row.attempt,
         )
-        return ids[0]
+        return job_id
+
+    def _look_up(self, row: Any, ask: Any) -> dict[str, list[str]] | None:
+        try:
+            return ask()  # type: ignore[no-any-return]
+        except SchedulerError as exc:
+            log.warning("%s: could not look up the jobs of interrupted submissions: %s", row.task_id, exc)
+            return None
 
     def _task_info(self, spec: JobSpec, umask: int | None = None) -> dict[str, Any]:
         """What the runner reads (task.json). A copy for the node: the submit side never reads it back."""
@@ -243,6 +275,8 @@ class JobProcess:
         # what the submit side believes of this attempt, from itself only
         self.imported_modules = modules_now()
         self.absent_outputs = tuple(p for p in output_paths(self.task) if not os.path.lexists(p))
+        # the key the batch system keeps with the job, journaled before the submit call (see _adopt)
+        spec = self.spec = replace(spec, submit_key=new_submit_key())
         umask = jobfiles.current_umask()  # read from /proc: once per submission
         info = self._task_info(spec, umask)
         # one line: json's C encoder (indent= would take its pure-Python one, ~5 % of the submitter at 10,000 tasks)
@@ -264,7 +298,12 @@ class JobProcess:
         if self.run_ctx.batcher.defer(self):
             return  # goes out with others (arrays, tasks_per_job) or within submit_rate: containerbatch.batching
         try:
-            self.job_id = self.scheduler.submit(spec)
+            try:
+                self.job_id = self.scheduler.submit(spec)
+            except SubmitError as exc:
+                self.job_id = found_after_silent_submit(self.scheduler, spec, exc)
+                if self.job_id is None:
+                    raise
         except BaseException:
             self.journal.update(spec.task_id, spec.attempt, state=AttemptState.FAILED.value, reason="submit_error")
             raise
@@ -639,6 +678,8 @@ class JobProcess:
             marker_path=spec.marker_path,
             state=AttemptState.SUBMITTING.value,
             absent_outputs=absent_outputs,
+            submit_key=spec.submit_key or None,
+            submit_script=spec.script_path,
         )
 
     def canary_failed(self, message: str) -> None:
@@ -676,6 +717,30 @@ def _job_end_time(finished: float | None, marker_path: str) -> float:
         return os.lstat(marker_path).st_mtime
     except OSError:
         return time.time()
+
+
+def found_after_silent_submit(scheduler: Any, spec: JobSpec, exc: SubmitError, script: str | None = None) -> str | None:
+    """The job of a submit command that exited 0 but printed no id containerbatch understands: looked up by the
+    submission key (``find_jobs``), so that it is followed instead of running on as an untracked orphan.
+    None when the command failed, or no job carries the key (then it is the submit_error it looks like)."""
+    if exc.exit_code != 0 or not spec.submit_key:
+        return None
+    try:
+        found = scheduler.find_jobs({spec.submit_key: script or spec.script_path}) or {}
+    except SchedulerError as lookup:
+        log.warning("%s: could not look up the job of a submission without id: %s", spec.task_id, lookup)
+        return None
+    ids = found.get(spec.submit_key) or []
+    if not ids:
+        return None
+    log.warning(
+        "%s: %s exited 0 but printed no job id (%s); found the job by its submission key: %s",
+        spec.task_id,
+        spec.batch_system,
+        (exc.stdout or exc.stderr or "no output").strip()[:200],
+        ids[0],
+    )
+    return str(ids[0])
 
 
 def record_submit_error(spec: JobSpec, exc: BaseException) -> str | None:

@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Live engines (Docker, Podman, Slurm, Grid Engine) and the apptainer test double are
+Live engines (Docker, Podman, Slurm, the containerised Slurm 24.11, Grid Engine) and the apptainer test double are
 required when the environment variable CI is set: a missing one fails the
 test instead of skipping it.
 """
@@ -54,6 +54,26 @@ def slurm_ready() -> tuple[bool, str]:
         return False, "slurm client not installed: run ci/slurm/setup.sh"
     ok, out = _ok(["sinfo", "-h", "-o", "%t"])
     return ok and bool(out) and "down" not in out, out
+
+
+def slurm24_bin() -> Path:
+    """The folder of the containerised Slurm 24.11 cluster's tools (``bash ci/slurm/run.sh up`` writes it):
+    CB_SLURM24_BIN, else ci/slurm/bin-trixie."""
+    configured = os.environ.get("CB_SLURM24_BIN")
+    return Path(configured) if configured else ROOT / "ci" / "slurm" / "bin-trixie"
+
+
+@functools.cache
+def slurm24_ready() -> tuple[bool, str]:
+    """The Slurm 24.11 cluster of ci/slurm/run.sh (Debian trixie in a container) answers and its node is up."""
+    folder = slurm24_bin()
+    if not (folder / "sinfo").exists():
+        return False, f"no {folder}/sinfo: run `bash ci/slurm/run.sh up` (or set CB_SLURM24_BIN)"
+    ok, version = _ok([str(folder / "sinfo"), "-V"])
+    if not ok or not version.startswith("slurm") or " 24.11" not in version:
+        return False, f"{folder}/sinfo -V: {version!r} (expected Slurm 24.11)"
+    ok, out = _ok([str(folder / "sinfo"), "-h", "-o", "%t"])
+    return ok and bool(out) and "down" not in out, f"{version}: {out}"
 
 
 @functools.cache
@@ -124,6 +144,7 @@ READY = {
     "docker": docker_ready,
     "podman": podman_ready,
     "slurm": slurm_ready,
+    "slurm24": slurm24_ready,
     "apptainer": apptainer_fake_ready,
     "sge": sge_ready,
     "htcondor_live": htcondor_ready,

@@ -15,7 +15,7 @@ from containerbatch.schedulers.base import CommandResult
 from containerbatch.schedulers.slurm import SlurmScheduler, _row_keys
 from containerbatch.states import JobState
 from tests.conftest import run_cli
-from tests.test_slurm_live import calls, shims  # noqa: F401  (fixture)
+from tests.test_slurm_live import calls, cluster, shims  # noqa: F401  (fixtures: the host's Slurm and 24.11)
 
 
 def _spec(tmp_path: Path, name: str):
@@ -119,7 +119,6 @@ class Pieces(luigi.Task):
 """
 
 
-@pytest.mark.slurm
 def test_slurm_array_one_sbatch_per_level_and_a_failed_element_resubmitted_alone(tmp_path, shims):  # noqa: F811
     env, log = shims
     work = tmp_path / "work"
@@ -222,8 +221,7 @@ def test_lsf_element_states_from_one_bjobs():
     }
 
 
-@pytest.mark.slurm
-def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims):  # noqa: F811
+def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims, cluster):  # noqa: F811
     import signal
     import sys
     import time
@@ -263,7 +261,7 @@ def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims):  # noqa: 
                 ids = [r[0] for r in db.execute("SELECT job_id FROM attempts WHERE job_id IS NOT NULL")]
         except sqlite3.Error:
             return None
-        return ids if len(ids) == 4 and any(slurm_state(i) == "RUNNING" for i in ids) else None
+        return ids if len(ids) == 4 and any(slurm_state(i, cluster) == "RUNNING" for i in ids) else None
 
     try:
         ids = wait_for(elements, timeout=120, what="the array to run")
@@ -277,11 +275,11 @@ def test_sigterm_cancels_a_slurm_array_with_one_call(tmp_path, shims):  # noqa: 
             with sqlite3.connect(work / ".containerbatch" / "journal.sqlite") as db:
                 left = [r[0] for r in db.execute("SELECT job_id FROM attempts WHERE job_id IS NOT NULL")]
             if left:
-                subprocess.run(["/usr/bin/scancel", *left], capture_output=True, timeout=60)
+                subprocess.run([cluster.tool("scancel"), *left], capture_output=True, timeout=60)
         except sqlite3.Error:
             pass
     scancel = calls(log, "scancel")
     assert len(scancel) == 1 and sorted(scancel[0]) == sorted(ids), (scancel, err)
     for job_id in ids:
-        wait_for(lambda j=job_id: slurm_state(j) in ("CANCELLED", ""), timeout=30, what=f"{job_id} cancelled")
+        wait_for(lambda j=job_id: slurm_state(j, cluster) in ("CANCELLED", ""), timeout=30, what=f"{job_id} cancelled")
     assert "cancelled 4 job" in err, err

@@ -1,7 +1,8 @@
 """The contract kit (containerbatch.testing) run against every built-in scheduler.
 
-local runs as is; LSF and HTCondor through the fakes (tests/fakes); Slurm live (marker ``slurm``);
-Grid Engine live in tests/test_sge_live.py; an out-of-tree plugin in tests/test_plugin_example.py.
+local runs as is; LSF and HTCondor through the fakes (tests/fakes); Slurm live, the host's (marker ``slurm``)
+and 24.11 in a container (marker ``slurm24``, ``bash ci/slurm/run.sh up``); Grid Engine live in
+tests/test_sge_live.py; an out-of-tree plugin in tests/test_plugin_example.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from containerbatch.testing import Harness, SchedulerContract
-from tests.conftest import DEMO_IMAGE, FAKES_BIN, run_cli
+from tests.conftest import DEMO_IMAGE, FAKES_BIN, run_cli, slurm24_bin
 
 DOCKER = pytest.param(("docker", ["--image", DEMO_IMAGE]), id="docker", marks=pytest.mark.docker)
 
@@ -68,6 +69,22 @@ class TestHTCondor(FakeContract):
 class TestSlurm(SchedulerContract):
     scheduler = "slurm"
     job_timeout = 180.0
+
+
+@pytest.mark.slurm24
+class TestSlurm24(SchedulerContract):
+    """Slurm 24.11 (Debian trixie) in a container, through the wrappers of ``ci/slurm/run.sh up``.
+
+    Its node has python3 and luigi but no container engine: the jobs run with runtime host and the node's
+    python3 (the containerbatch runner from the shared checkout); the Docker runtime is covered on the host's
+    cluster (TestSlurm)."""
+
+    scheduler = "slurm"
+    settings = {"executable": ["python3"]}
+    job_timeout = 180.0
+
+    def environment(self, tmp_path: Path) -> dict[str, str]:
+        return {"PATH": f"{slurm24_bin()}:{os.environ['PATH']}"}
 
 
 # -- fake-specific: the status command failing, seen from the fakes' call log ------------------------

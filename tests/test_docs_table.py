@@ -49,3 +49,15 @@ def test_page_is_valid_restructuredtext() -> None:
     tables = [n for n in tree.findall() if n.tagname == "table"]
     rows = sum(len([r for r in t.findall() if r.tagname == "row"]) - 1 for t in tables)
     assert rows == len(docs.documented())  # the core and the shipped plugins
+
+
+def test_main_help_and_bad_arguments_write_no_file(tmp_path, monkeypatch, capsys):
+    """``--help`` prints the usage, an option-like or extra argument is refused: neither writes a file."""
+    monkeypatch.chdir(tmp_path)
+    assert docs.main(["--help"]) == 0
+    assert "usage" in capsys.readouterr().out
+    assert docs.main(["--bogus"]) == 2
+    assert docs.main(["a.rst", "b.rst"]) == 2
+    assert list(tmp_path.iterdir()) == []
+    assert docs.main(["page.rst"]) == 0
+    assert (tmp_path / "page.rst").read_text(encoding="utf-8").startswith(".. This file is generated")

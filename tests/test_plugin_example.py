@@ -172,3 +172,65 @@ class TestToyrun(RuntimeContract):
     def image(self, tmp_path: Path) -> str | None:
         (tmp_path / "cell.toyimg").touch()
         return "cell.toyimg"
+
+
+def test_small_fake_gets_the_kits_faults_and_job_life(installed: Path, tmp_path: Path):
+    """The example's 60-line fake (FakeBatch) has what the built-in fakes have: logged calls, tool faults
+    from the kit's fault command, jobs run for real, a kill, a hold that keeps a job from starting."""
+    import subprocess
+    import time
+
+    state = tmp_path / "state"
+    env = {**os.environ, "CB_TOYQ_STATE": str(state), "CB_FAKE_STATE": str(state)}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return run(sys.executable, str(EXAMPLE / "bin" / name), *args)
+
+    def fault(*args: str) -> None:
+        assert run(sys.executable, "-m", "containerbatch.testing.fakes", "fault", *args).returncode == 0
+
+    def stat(job: str) -> str:
+        for _ in range(200):
+            out = tool("toyq-stat", job).stdout
+            if out:
+                return out.split()[1] + " " + out.split()[2]
+            time.sleep(0.05)
+        raise AssertionError("no such job")
+
+    def until(job: str, want: str) -> None:
+        deadline = time.time() + 30
+        while stat(job) != want:
+            assert time.time() < deadline, (job, stat(job), want)
+            time.sleep(0.1)
+
+    (tmp_path / "ok.sh").write_text("echo hello\nexit 3\n")
+    (tmp_path / "long.sh").write_text("sleep 60\n")
+    sub = ("toyq-sub", "--name", "n", "--out", "o.txt", "--err", "e.txt")
+    try:
+        assert tool(*sub, "ok.sh").stdout == "toyq: job 1 queued\n"
+        until("1", "DONE 3")
+        assert (tmp_path / "o.txt").read_text() == "hello\n"
+        fault("error", "toyq-stat", "--count", "2", "--message", "toyq: server down", "--exit-code", "7")
+        for _ in range(2):
+            failed = tool("toyq-stat", "1")
+            assert (failed.returncode, failed.stdout, failed.stderr) == (7, "", "toyq: server down\n")
+        assert tool("toyq-stat", "1").stdout == "1 DONE 3\n"
+        fault("garbage", "toyq-stat", "--count", "1", "--text", "<html>{")
+        assert tool("toyq-stat", "1").stdout == "<html>{"
+        assert tool(*sub, "long.sh").returncode == 0
+        until("2", "RUNNING -")
+        assert tool("toyq-del", "2").stdout == "toyq: job 2 deleted\n"
+        until("2", "KILLED 143")
+        assert tool("toyq-del", "2").returncode == 1  # over: nothing to delete
+        fault("hold", "batch", "3")  # before the job exists: applied when it does
+        assert tool(*sub, "ok.sh").returncode == 0
+        time.sleep(1.5)
+        assert stat("3") == "PENDING -"  # held: never started
+        calls = [json.loads(line)["tool"] for line in (state / "calls.log").read_text().splitlines()]
+        assert calls[:2] == ["toyq-sub", "toyq-stat"] and calls.count("toyq-del") == 2
+    finally:
+        FakeBatch(state).cleanup()
+        run(sys.executable, "-m", "containerbatch.testing.fakes", "cleanup")

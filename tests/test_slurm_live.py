@@ -1,4 +1,9 @@
-"""containerbatch on the real one-node Slurm from ci/slurm/setup.sh (required when CI is set).
+"""containerbatch on real one-node Slurm clusters (required when CI is set).
+
+Two clusters (the fixture ``cluster``): the host's, from ci/slurm/setup.sh (Debian's slurm-wlm: 22.05 on
+Debian 12, 24.11 on 13), and Slurm 24.11 from Debian trixie in a container (``bash ci/slurm/run.sh up``;
+marker ``slurm24``), whose node has python3 and luigi but no container engine: jobs there use runtime host
+with the node's python3, and the Docker test runs on the host's cluster only.
 
 Scheduler calls are counted from the outside: a folder of shims first on PATH
 logs every squeue/sacct/scontrol/sbatch/scancel call and execs the real binary.
@@ -12,14 +17,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from containerbatch.schedulers.slurm import SlurmScheduler
-from tests.conftest import DEMO_IMAGE, ROOT, run_cli
+from tests.conftest import DEMO_IMAGE, ROOT, run_cli, slurm24_bin
 
-pytestmark = pytest.mark.slurm
 TOOLS = ("squeue", "sacct", "scontrol", "sbatch", "scancel")
 SHIM = """#!/bin/bash
 tool=$(basename "$0")
@@ -32,7 +37,7 @@ if [ "$tool" = squeue ] && [ -n "${CB_SHIM_SQUEUE_FAILS:-}" ]; then
         exit 1
     fi
 fi
-exec /usr/bin/"$tool" "$@"
+exec "$CB_SHIM_REAL/$tool" "$@"
 """
 NAPS = """
 import time
@@ -66,8 +71,38 @@ class Naps(luigi.Task):
 """
 
 
+@dataclass
+class Cluster:
+    """A live Slurm cluster: where its real tools are, and the settings of runs whose jobs go there."""
+
+    name: str
+    bin: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def tool(self, name: str) -> str:
+        return str(self.bin / name)
+
+
+HOST = Cluster("host", Path("/usr/bin"))
+
+
+def container_cluster() -> Cluster:
+    """Slurm 24.11 of ci/slurm/run.sh: its node runs the runner with its own python3 (and luigi)."""
+    return Cluster("24.11", slurm24_bin(), {"CONTAINERBATCH_EXECUTABLE": '["python3"]'})
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("host", marks=pytest.mark.slurm),
+        pytest.param("24.11", marks=pytest.mark.slurm24),
+    ]
+)
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    return HOST if request.param == "host" else container_cluster()
+
+
 @pytest.fixture
-def shims(tmp_path: Path) -> tuple[dict[str, str], Path]:
+def shims(tmp_path: Path, cluster: Cluster) -> tuple[dict[str, str], Path]:
     folder = tmp_path / "shims"
     folder.mkdir()
     for tool in TOOLS:
@@ -79,6 +114,8 @@ def shims(tmp_path: Path) -> tuple[dict[str, str], Path]:
         "CB_SHIM_LOG": str(log),
         "CONTAINERBATCH_POLL_INTERVAL": "2",
         "CONTAINERBATCH_BATCH_SYSTEM": "slurm",
+        "CB_SHIM_REAL": str(cluster.bin),
+        **cluster.env,
     }
     return env, log
 
@@ -112,12 +149,14 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def slurm_state(job_id: str) -> str:
-    out = subprocess.run(["/usr/bin/scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+def slurm_state(job_id: str, cluster: Cluster = HOST) -> str:
+    out = subprocess.run([cluster.tool("scontrol"), "show", "job", "-o", job_id], capture_output=True, text=True).stdout
     return next((f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "")
 
 
+@pytest.mark.slurm
 @pytest.mark.docker
+@pytest.mark.parametrize("cluster", ["host"], indirect=True)  # the container's node has no docker
 def test_readme_workflow_on_slurm_with_docker(tmp_path, shims):
     env, log = shims
     work = tmp_path / "work"
@@ -192,24 +231,24 @@ def _start(work: Path, env: dict[str, str], seconds: str) -> subprocess.Popen[st
     )
 
 
-def _running_job(work: Path) -> str:
+def _running_job(work: Path, cluster: Cluster) -> str:
     def running() -> str | None:
         try:
             ids = journal_ids(work)
         except sqlite3.Error:
             return None
-        return ids[0] if ids and slurm_state(ids[0]) == "RUNNING" else None
+        return ids[0] if ids and slurm_state(ids[0], cluster) == "RUNNING" else None
 
     return wait_for(running, what="the job to run")
 
 
-def test_job_cancelled_from_outside_fails_the_task_with_a_reason(tmp_path, shims):
+def test_job_cancelled_from_outside_fails_the_task_with_a_reason(tmp_path, shims, cluster):
     env, log = shims
     work = naps(tmp_path)
     proc = _start(work, env, "60")
     try:
-        job_id = _running_job(work)
-        subprocess.run(["/usr/bin/scancel", job_id], check=True)
+        job_id = _running_job(work, cluster)
+        subprocess.run([cluster.tool("scancel"), job_id], check=True)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -217,27 +256,27 @@ def test_job_cancelled_from_outside_fails_the_task_with_a_reason(tmp_path, shims
     said = out + err  # the end summary explains the failure (stdout); warnings and errors go to stderr
     assert f"job {job_id}" in said and "failed" in said, said
     assert f"JOB {job_id} ON" in said and "CANCELLED" in said  # Slurm's own word, from the log tail
-    assert slurm_state(job_id) == "CANCELLED"
+    assert slurm_state(job_id, cluster) == "CANCELLED"
 
 
-def test_sigterm_of_the_submitter_cancels_its_jobs(tmp_path, shims):
+def test_sigterm_of_the_submitter_cancels_its_jobs(tmp_path, shims, cluster):
     env, log = shims
     work = naps(tmp_path)
     proc = _start(work, env, "60")
     try:
-        job_id = _running_job(work)
+        job_id = _running_job(work, cluster)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert [job_id] in calls(log, "scancel"), (log.read_text(), err)
-    wait_for(lambda: slurm_state(job_id) in ("CANCELLED", ""), timeout=30, what="the job to be cancelled")
-    listed = subprocess.run(["/usr/bin/squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout
+    wait_for(lambda: slurm_state(job_id, cluster) in ("CANCELLED", ""), timeout=30, what="the job to be cancelled")
+    listed = subprocess.run([cluster.tool("squeue"), "-h", "-j", job_id], capture_output=True, text=True).stdout
     assert job_id not in listed  # squeue (default: pending and running jobs) no longer lists it
     assert "cancelled 1 job" in err
 
 
-def test_hostile_directive_values_reach_slurm_unchanged(tmp_path):
+def test_hostile_directive_values_reach_slurm_unchanged(tmp_path, cluster, monkeypatch):
     """Quoting of #SBATCH lines as sbatch itself reads them: a held job, read back with scontrol."""
     from containerbatch import jobscript
     from tests.test_slurm_parsers import spec
@@ -252,14 +291,15 @@ def test_hostile_directive_values_reach_slurm_unchanged(tmp_path):
         job_name="name with space",
         settings={"slurm_extra_args": [f"--comment={comment}", "--hold"]},
     )
+    monkeypatch.setenv("PATH", f"{cluster.bin}:{os.environ['PATH']}")  # sbatch of that cluster
     sched = SlurmScheduler()
     script = jobscript.render(the_spec, ["true"], directives=sched.directives(the_spec))
     Path(the_spec.script_path).write_text(script)
     job_id = sched.submit(the_spec)
     try:
-        out = subprocess.run(["/usr/bin/scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        out = subprocess.run([cluster.tool("scontrol"), "show", "job", job_id], capture_output=True, text=True).stdout
     finally:
-        subprocess.run(["/usr/bin/scancel", job_id])
+        subprocess.run([cluster.tool("scancel"), job_id])
     assert "JobName=name_with_space" in out
     assert f"Comment={comment}" in out
     assert f"WorkDir={work}\n" in out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from containerbatch import jobscript, staging
+from containerbatch import jobfiles, jobscript, staging
 from containerbatch.errors import ConfigError
 from containerbatch.jobscript import STAGE_IN, STAGE_OUT
 from containerbatch.run import Run
@@ -125,13 +125,26 @@ def test_what_cannot_be_staged_is_a_config_error(tmp_path, changes, message):
     assert info.value.setting == "transfer_files"
 
 
-def test_pack_inputs_holds_what_the_job_needs_and_nothing_else(tmp_path):
+def test_pack_inputs_holds_what_the_job_needs_and_nothing_else(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
     import luigi
 
-    base = tmp_path
+    base = tmp_path / "flow"
+    base.mkdir()
     (base / "wf.py").write_text("# workflow\n")
     (base / "lib").mkdir()
     (base / "lib" / "helpers.py").write_text("X = 1\n")
+    # modules of the folder the workflow never imported: a big one and one holding a secret
+    (base / "unrelated.py").write_text("# " + "x" * 2_000_000 + "\n")
+    (base / "lib" / "keys.py").write_text("TOKEN = 'do-not-ship'\n")
+    # what the workflow imports from its folder
+    found = importlib.util.spec_from_file_location("cb_test_lib_helpers", base / "lib" / "helpers.py")
+    assert found is not None and found.loader is not None
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "cb_test_lib_helpers", module)
     (base / "settings.json").write_text("{}")
     (base / "secret.txt").write_text("not for the node\n")
     (base / ".git").mkdir()
@@ -159,9 +172,12 @@ def test_pack_inputs_holds_what_the_job_needs_and_nothing_else(tmp_path):
     spec = make_spec(base, transfer_files=["data/calib.txt"])
     (Path(spec.job_dir) / "task.json").write_text("{}")
     (Path(spec.job_dir) / "job.sh").write_text("#!/bin/bash\n")
+    jobfiles.write_private(str(Path(spec.job_dir) / jobfiles.ENV_FILE), "export SECRET=s3cr3t\n")
     archive = staging.pack_inputs(spec, Use())
+    assert os.stat(archive).st_mode & 0o777 == 0o600  # it carries env.sh: only the user may read it
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
+        assert tar.getmember(rel_name(Path(spec.job_dir) / jobfiles.ENV_FILE)).mode & 0o777 == 0o600
     rel = lambda p: str(p).lstrip("/")  # noqa: E731
     for wanted in (
         base / "wf.py",
@@ -172,9 +188,12 @@ def test_pack_inputs_holds_what_the_job_needs_and_nothing_else(tmp_path):
         bundle / "__init__.py",
         Path(spec.job_dir) / "task.json",
         Path(spec.job_dir) / "job.sh",
+        Path(spec.job_dir) / jobfiles.ENV_FILE,
     ):
         assert rel(wanted) in names, wanted
     for unwanted in (
+        base / "unrelated.py",
+        base / "lib" / "keys.py",
         base / "secret.txt",
         base / ".git" / "config.py",
         base / "venv" / "site.py",
@@ -182,6 +201,10 @@ def test_pack_inputs_holds_what_the_job_needs_and_nothing_else(tmp_path):
         Path(spec.job_dir) / STAGE_IN,
     ):
         assert rel(unwanted) not in names, unwanted
+
+
+def rel_name(path: Path) -> str:
+    return str(path).lstrip("/")
 
 
 def _archive(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> None:

@@ -11,8 +11,8 @@ mkdir -p "$LOGDIR"
 
 # --- packages (apt-get update only when something is missing) ---
 missing=()
-# catatonit: the init process podman runs for `--init`
-for p in docker.io podman catatonit; do
+# catatonit: the init process podman runs for `--init`; runc: the OCI runtime podman is told to use (below)
+for p in docker.io podman catatonit runc; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -39,7 +39,10 @@ fi
 
 # --- podman: containers.conf for a machine without systemd, for podman 4.3 (Debian 12) and 5.x (Debian 13):
 # explicit ulimits (else rootful runs fail with an rlimit error), cgroupfs (no systemd to manage cgroups),
-# events in a file (no journald). Merged into an existing file: other keys and tables are kept. ---
+# events in a file (no journald), and runc: crun (podman 5's first choice where it is installed) refuses
+# these VMs' hybrid cgroup layout ("cgroups in hybrid mode not supported, drop all controllers from
+# cgroupv2": v1 controllers plus a cgroup2 mount with hugetlb); runc runs there, and is docker.io's runtime
+# anyway. Merged into an existing file: other keys and tables are kept. ---
 CONF=${CONTAINERS_CONF:-/etc/containers/containers.conf}   # podman honours the same variable
 mkdir -p "$(dirname "$CONF")"
 touch "$CONF"
@@ -50,7 +53,7 @@ import sys
 path = sys.argv[1]
 want = {
     "containers": {"default_ulimits": '["nofile=20000:20000", "nproc=32768:32768"]'},
-    "engine": {"cgroup_manager": '"cgroupfs"', "events_logger": '"file"'},
+    "engine": {"cgroup_manager": '"cgroupfs"', "events_logger": '"file"', "runtime": '"runc"'},
 }
 lines = open(path).read().splitlines()
 table, seen = None, set()

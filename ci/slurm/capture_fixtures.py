@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Capture real Slurm command outputs as parser-test fixtures.
 
-Run on a machine where ci/slurm/setup.sh has started the one-node cluster.
-Writes one JSON file per case to tests/fixtures/slurm/ with the keys
-argv, exit_code, stdout, stderr, note.  Takes about two minutes because the
-TIMEOUT case has to wait out Slurm's one-minute minimum walltime.
+Run on a machine where ci/slurm/setup.sh has started the one-node cluster (or inside the container of
+ci/slurm/run.sh, see tests/fixtures/slurm/24.11/README.md).
+Writes one JSON file per case to tests/fixtures/slurm/ (CB_SLURM_FIXTURES_OUT: another folder) with the
+keys argv, exit_code, stdout, stderr, note.  Arguments: the groups of cases (default all): basic takes
+about two minutes because the TIMEOUT case has to wait out Slurm's one-minute minimum walltime; status
+(containerbatch's own squeue call) and down (controller not reachable) take seconds.
 """
 import json
 import os
@@ -137,9 +139,57 @@ def main():
     capture("squeue_finished_states", ["squeue", "-h", "-t", "all", "-o", "%i %T",
                                        "-j", f"{completed},{failed},{cancelled},{timeout_job}"],
             "squeue -t all still lists finished jobs (within MinJobAge=300 s) with their end states.")
-    v = run(["sbatch", "--version"]).stdout.strip()
-    print(f"done with {v}")
 
+
+def own_status_calls():
+    """containerbatch's own status call (SlurmScheduler.status_argv) over every state, and one unknown id."""
+    ids = [sbatch("--wrap", "true"), sbatch("--wrap", "exit 3"), sbatch("--wrap", "sleep 300")]
+    wait_state(ids[0], {"COMPLETED"}, 30)
+    wait_state(ids[1], {"FAILED"}, 30)
+    wait_state(ids[2], {"RUNNING"}, 30)
+    run(["scancel", ids[2]])
+    wait_state(ids[2], {"CANCELLED"}, 30)
+    ids += [sbatch("--wrap", "sleep 30"), sbatch("--wrap", "sleep 30"), sbatch("--hold", "--wrap", "true")]
+    wait_state(ids[3], {"RUNNING"}, 30)
+    wait_state(ids[4], {"RUNNING"}, 30)
+    own = ["squeue", "-h", "-a", "-t", "all", "-o", "%i %T %r", "-j"]
+    capture("squeue_all_states_reason", [*own, ",".join([*ids, UNKNOWN1])],
+            f"containerbatch's own status call: {ids[0]} exit 0, {ids[1]} exit 3, {ids[2]} scancelled, "
+            f"{ids[3]},{ids[4]} sleep 30, {ids[5]} --hold, {UNKNOWN1} never existed. Third column is the reason "
+            "(None when there is none).")
+    capture("squeue_one_unknown_all_states", [*own, UNKNOWN1],
+            "containerbatch's own status call, one id that never existed: exit 1 even with -t all.")
+    run(["scancel", *ids[3:]])
+
+
+def controller_down():
+    """The client pointed at a port nobody listens on (a copy of slurm.conf through SLURM_CONF)."""
+    conf = os.path.join(JOBDIR, "slurm-dead-port.conf")
+    with open(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")) as f:
+        text = "".join(line for line in f if not line.startswith("SlurmctldPort="))
+    with open(conf, "w") as f:
+        f.write(text + "SlurmctldPort=1\n")
+    os.environ["SLURM_CONF"] = conf
+    try:
+        capture("sbatch_controller_down", ["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "true"],
+                "slurmctld not reachable at submit (client pointed at a dead port via SLURM_CONF): transient.")
+        capture("squeue_controller_down", ["squeue", "-h", "-a", "-t", "all", "-o", "%i %T %r", "-j", "1,2"],
+                "slurmctld not reachable (client pointed at a port nobody listens on via SLURM_CONF): transient.")
+    finally:
+        del os.environ["SLURM_CONF"]
+        os.unlink(conf)
+
+
+GROUPS = {"basic": main, "status": own_status_calls, "down": controller_down}
 
 if __name__ == "__main__":
-    main()
+    # groups of cases to capture (default: all): basic (about two minutes), status, down
+    wanted = sys.argv[1:] or list(GROUPS)
+    unknown = [g for g in wanted if g not in GROUPS]
+    if unknown:
+        sys.exit(f"unknown case group(s) {unknown}; choose from {list(GROUPS)}")
+    os.makedirs(OUT, exist_ok=True)
+    os.makedirs(JOBDIR, exist_ok=True)
+    for group in wanted:
+        GROUPS[group]()
+    print(f"done with {run(['sbatch', '--version']).stdout.strip()}")

@@ -7,6 +7,14 @@ set -euo pipefail
 # Nothing runs yet at container start: pid files left by a previous run
 # (docker restart) are stale and their pids may now belong to someone else.
 rm -f /run/slurmctld.pid /run/slurmd.pid /run/munge/munged.pid
+# CB_SLURM_UID/GID (ci/slurm/run.sh): the submitting uid of the wrappers; jobs run as their submitter, who
+# therefore needs an account here
+uid=${CB_SLURM_UID:-0}
+gid=${CB_SLURM_GID:-$uid}
+if [ "$uid" != 0 ] && ! getent passwd "$uid" >/dev/null; then
+    getent group "$gid" >/dev/null || groupadd -g "$gid" cbjobs
+    useradd -m -u "$uid" -g "$gid" -s /bin/bash cbjobs
+fi
 munge_start
 slurm_write_conf || true   # returns 1 when unchanged (container restart)
 slurm_start

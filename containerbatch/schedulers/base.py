@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
+import pwd
+import re
+import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -71,6 +75,24 @@ def run_command(argv: Sequence[str], timeout: float, stdin: str | None = None) -
         raise SchedulerError(f"cannot run {argv[0]}: {exc}", argv=argv, transient=False) from None
     log.debug("%s exited %s in %.2f s", argv[0], proc.returncode, time.monotonic() - started)
     return CommandResult(tuple(argv), proc.returncode, _text(proc.stdout), _text(proc.stderr))
+
+
+#: what a submission key looks like (:func:`new_submit_key`): anything else found under a key is not ours
+SUBMIT_KEY = re.compile(r"cb[0-9a-f]{24}")
+
+
+def new_submit_key() -> str:
+    """A fresh key for one submission (96 random bits): the batch system keeps it with the job, the journal
+    keeps it before the submit call, so a rerun finds a job whose id was never journaled."""
+    return "cb" + secrets.token_hex(12)
+
+
+def current_user() -> str:
+    """The submitting user's login name (what the batch systems print as a job's owner)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _text(data: bytes | str | None) -> str:
@@ -175,6 +197,23 @@ class BaseScheduler(abc.ABC):
         whose submitter stopped before it journaled the id; None when this batch system cannot look it up."""
         return None
 
+    def find_jobs(self, keys: Mapping[str, str]) -> dict[str, list[str]] | None:
+        """Jobs submitted under the submission keys ``keys`` (key → the job script the job must run), all asked
+        at once: key → ids of this user's jobs that carry the key and run that script (absent: none found).
+
+        A submitter killed after the batch system accepted a job but before it journaled the id leaves the
+        attempt as ``submitting`` with its key; the rerun adopts the job found here instead of submitting it
+        again.  None: this batch system cannot look jobs up.  The default asks :meth:`find_job` per script.
+        """
+        found: dict[str, list[str]] = {}
+        for key, script in keys.items():
+            ids = self.find_job(script)
+            if ids is None:
+                return None
+            if ids:
+                found[key] = list(ids)
+        return found
+
     def release(self, job_ids: Sequence[str]) -> None:
         """Release held jobs (``held_action = release``)."""
         raise SchedulerError(f"{self.name} has no way to release held jobs")
@@ -223,6 +262,39 @@ class BaseScheduler(abc.ABC):
         return run_command(argv, self.timeout, stdin)
 
 
+def own_jobs(
+    rows: Sequence[tuple[str, str, str, str]],
+    keys: Mapping[str, str],
+    what: str,
+    owners: Collection[str] | None = None,
+) -> dict[str, list[str]]:
+    """key → ids of the rows ``(key, job id, owner, script)`` that are ours: one of ``keys``, owned by the
+    submitting user (or one of ``owners``), running the script journaled for that key. Others are left (a
+    warning names them)."""
+    user = current_user()
+    allowed = set(owners) if owners is not None else {user}
+    found: dict[str, list[str]] = {}
+    for key, job_id, owner, script in rows:
+        if key not in keys or not job_id:
+            continue
+        if owner not in allowed or os.path.normpath(script) != os.path.normpath(keys[key]):
+            log.warning(
+                "%s job %s carries the submission key %s of this journal but is not its job (owner %r, script %r; "
+                "expected %r, %r): not adopted",
+                what,
+                job_id[:80],
+                key,
+                owner[:80],
+                script[:300],
+                user,
+                keys[key],
+            )
+            continue
+        if job_id not in found.setdefault(key, []):
+            found[key].append(job_id)
+    return found
+
+
 def describe(status: JobStatus) -> str:
     """``NATIVE: reason`` of a status, for failure details."""
     return f"{status.native}{': ' + status.reason if status.reason else ''}"
@@ -269,6 +341,39 @@ class Scheduler(BaseScheduler):
     def release_argv(self, job_ids: Sequence[str]) -> list[str] | None:
         """argv that releases held jobs, where the batch system has holds."""
         return None
+
+    def find_argv(self, keys: Sequence[str]) -> list[str] | None:
+        """ONE command listing this user's jobs with their submission key (``spec.submit_key``), owner and job
+        script, for :meth:`find_jobs`; None: the batch system cannot be asked (then nothing is adopted)."""
+        return None
+
+    def parse_find(self, result: CommandResult, keys: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+        """``(key, job id, owner, script)`` of every job :meth:`find_argv` listed that carries a key."""
+        return []
+
+    def find_jobs(self, keys: Mapping[str, str]) -> dict[str, list[str]] | None:
+        """See :meth:`BaseScheduler.find_jobs`: one :meth:`find_argv` command; what it prints is untrusted, so a
+        job counts only with one of ``keys``, the submitting user as owner and the journaled job script."""
+        if not keys:
+            return {}
+        argv = self.find_argv(list(keys))
+        if argv is None:
+            return None
+        result = self._run(argv)
+        try:
+            rows = self.parse_find(result, keys)
+        except SchedulerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - garbage in, a lookup error out
+            raise SchedulerError(
+                f"cannot read what {argv[0]} printed ({type(exc).__name__}: {str(exc)[:200]})",
+                argv=argv,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr,
+                transient=True,
+            ) from None
+        return own_jobs(rows, keys, self.name)
 
     def release(self, job_ids: Sequence[str]) -> None:
         argv = self.release_argv(job_ids)

@@ -22,10 +22,22 @@ from collections.abc import Mapping, Sequence
 
 from containerbatch.errors import ConfigError, ContainerBatchError
 from containerbatch.jobscript import DONE_NAME, STAGE_IN, STAGE_OUT
-from containerbatch.schedulers.base import CommandResult, Scheduler, describe, status_error, submit_error
+from containerbatch.schedulers.base import (
+    SUBMIT_KEY,
+    CommandResult,
+    Scheduler,
+    current_user,
+    describe,
+    own_jobs,
+    status_error,
+    submit_error,
+)
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus, Reason
 
+#: the job ClassAd attribute that carries the submission key (``spec.submit_key``)
+KEY_ATTRIBUTE = "CbAttemptKey"
+_FIND_ATTRIBUTES = f"ClusterId,ProcId,Owner,Cmd,{KEY_ATTRIBUTE}"
 ATTRIBUTES = (
     "ClusterId,ProcId,JobStatus,ExitCode,ExitBySignal,ExitSignal,HoldReason,HoldReasonCode,"
     "EnteredCurrentStatus,RemoveReason"
@@ -268,12 +280,13 @@ class HTCondorScheduler(Scheduler):
             ("batch_name", _value(spec.job_name, "job name")),
             ("getenv", "false"),
         ]
-        env = {k: v for k, v in spec.env.items()}
-        for key in env:
+        for key in spec.env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise ConfigError(f"environment variable name {key!r} is not valid", setting="env", task=spec.task_id)
-        if env:
-            entries.append(("environment", _value(quote_arguments([f"{k}={v}" for k, v in env.items()]), "env")))
+        # no `environment`: env values (secrets) travel in the job folder's 0600 env file that job.sh sources
+        # (inside stage-in.tar.gz with transfer_files), never in the job's ClassAd that condor_q -l shows
+        if spec.submit_key:  # condor_q/condor_history find the job by it (find_jobs)
+            entries.append((f"+{KEY_ATTRIBUTE}", classad_string(spec.submit_key)))
         if res.cpus:
             entries.append(("request_cpus", str(res.cpus)))
         if res.memory_mb:
@@ -464,6 +477,50 @@ class HTCondorScheduler(Scheduler):
         return status
 
     # -- kill ------------------------------------------------------------------
+    # -- finding a job whose id was never journaled: the submission key is the ClassAd attribute CbAttemptKey ----
+    def find_argv(self, keys: Sequence[str]) -> list[str]:
+        return ["condor_q", "-json", "-constraint", f"{KEY_ATTRIBUTE} =!= undefined", "-attributes", _FIND_ATTRIBUTES]
+
+    def find_history_argv(self, keys: Sequence[str]) -> list[str]:
+        """condor_history for keys not in the queue (jobs that ended): the keys by name, they are hex."""
+        wanted = " || ".join(f'{KEY_ATTRIBUTE} =?= "{k}"' for k in keys if SUBMIT_KEY.fullmatch(k))
+        return ["condor_history", "-json", "-constraint", wanted or "false", "-attributes", _FIND_ATTRIBUTES]
+
+    def parse_find(self, result: CommandResult, keys: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+        if result.exit_code != 0:
+            raise status_error(result, result.argv[0])
+        if not result.stdout.strip():
+            return []
+        try:
+            ads = json.loads(result.stdout)
+        except ValueError:
+            raise status_error(result, f"{result.argv[0]} -json (unreadable answer)") from None
+        rows = []
+        for ad in ads if isinstance(ads, list) else []:
+            if isinstance(ad, dict) and isinstance(ad.get(KEY_ATTRIBUTE), str) and ad[KEY_ATTRIBUTE] in keys:
+                cluster = ad.get("ClusterId")
+                if isinstance(cluster, int) and not isinstance(cluster, bool):
+                    rows.append((ad[KEY_ATTRIBUTE], str(cluster), str(ad.get("Owner", "")), str(ad.get("Cmd", ""))))
+        return rows
+
+    def find_jobs(self, keys: Mapping[str, str]) -> dict[str, list[str]] | None:
+        """The queue first, then the history for the keys not found there (one call each).
+
+        condor_q lists only the jobs of the user the schedd authenticated (no ``-allusers``): their Owner is
+        this user's name in the pool (which a site may map from the login name); the history lists everyone's,
+        so its jobs must show that name or the login name."""
+        if not keys:
+            return {}
+        result = self._run(self.find_argv(list(keys)))
+        queued = self.parse_find(result, keys)
+        owners = {current_user(), *(owner for _key, _id, owner, _cmd in queued)}
+        found = own_jobs(queued, keys, self.name, owners)
+        rest = {k: v for k, v in keys.items() if k not in found}
+        if rest:
+            result = self._run(self.find_history_argv(list(rest)))
+            found.update(own_jobs(self.parse_find(result, rest), rest, self.name, owners))
+        return found
+
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["condor_rm", *job_ids]
 

@@ -16,11 +16,11 @@ import json
 import logging
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import StatusQueryError
-from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.schedulers.base import CommandResult, Scheduler, current_user, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus, Reason
 
@@ -30,7 +30,7 @@ FIELDS = "jobid stat exit_code exit_reason"
 _SUBMITTED = re.compile(r"Job <(\d+)> is submitted to .*queue")
 _NOT_FOUND = re.compile(
     r"Job <[^>]*>(?::| is) (?:not found|No matching job found|Job has already finished)"
-    r"|No unfinished job found|No matching job found"
+    r"|No unfinished job found|No matching job found|No job found"
 )
 _TRANSIENT = (
     "non-LSF host rejected",
@@ -82,6 +82,15 @@ FAILURE_WORDS: dict[str, Reason] = {
 
 #: ``-W`` value: whole minutes rounded up, as ``[h:]m``
 lsf_duration = helpers.hours_minutes
+
+
+def _command_path(command: str) -> str:
+    """The script of a job's command as bjobs prints it (bsub was given one quoted word)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    return words[0] if len(words) == 1 else command
 
 
 def _quiet(text: str) -> bool:
@@ -146,6 +155,8 @@ class LSFScheduler(Scheduler):
         if res.gpus:
             argv += ["-gpu", f"num={res.gpus}"]
         argv += [str(a) for a in spec.settings.get("lsf_extra_args") or []]
+        if spec.submit_key:  # the job description: bjobs lists it (job_description) for find_jobs
+            argv += ["-Jd", spec.submit_key]
         # bsub hands the command to /bin/sh on the node: the path is one quoted word (blanks, $(…), ;)
         return [*argv, shlex.quote(spec.script_path)]
 
@@ -182,7 +193,7 @@ class LSFScheduler(Scheduler):
         argv[argv.index("-J") + 1] += f"[1-{count}]"
         argv[argv.index("-o") + 1] = f"{spec.job_dir}/stdout.%I"
         argv[argv.index("-e") + 1] = f"{spec.job_dir}/stderr.%I"
-        return [*argv[:-1], f"{spec.job_dir}/array.sh"]
+        return [*argv[:-1], shlex.quote(f"{spec.job_dir}/array.sh")]
 
     def array_element_id(self, base_id: str, index: int) -> str:
         return f"{base_id}[{index}]"
@@ -290,6 +301,36 @@ class LSFScheduler(Scheduler):
         return states
 
     # -- kill ------------------------------------------------------------------
+    # -- finding a job whose id was never journaled: the submission key is its job description (-Jd) --------
+    def find_argv(self, keys: Sequence[str]) -> list[str]:
+        fields = "jobid user job_description command"
+        if self.use_json:
+            return ["bjobs", "-json", "-a", "-u", current_user(), "-o", fields]
+        return ["bjobs", "-noheader", "-a", "-u", current_user(), "-o", f"{fields} delimiter='^'"]
+
+    def parse_find(self, result: CommandResult, keys: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+        if "-json" in result.argv:
+            start = result.stdout.find("{")
+            try:
+                data = json.loads(result.stdout[start:]) if start >= 0 else None
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                if not result.stdout.strip() and _quiet(result.stderr):
+                    return []  # "No job found"
+                raise status_error(result, "bjobs -json (unreadable answer)")
+            records = [r for r in data.get("RECORDS") or [] if isinstance(r, dict)]
+            table = [[str(r.get(f) or "") for f in ("JOBID", "USER", "JOB_DESCRIPTION", "COMMAND")] for r in records]
+        else:
+            table = [line.split("^", 3) for line in result.stdout.splitlines() if line.count("^") >= 3]
+            if result.exit_code != 0 and not table and not _quiet(result.stderr + result.stdout):
+                raise status_error(result, "bjobs")
+        rows = []
+        for job_id, user, key, command in table:
+            if key.strip() in keys:
+                rows.append((key.strip(), job_id.strip(), user.strip(), _command_path(command)))
+        return rows
+
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["bkill", *job_ids]
 

@@ -27,16 +27,26 @@ import logging
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
-from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.schedulers.base import (
+    CommandResult,
+    Scheduler,
+    current_user,
+    own_jobs,
+    status_error,
+    submit_error,
+)
 from containerbatch.settings import plugin_setting
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus, Reason
 
 log = logging.getLogger(__name__)
+
+#: the job context variable (``qsub -ac``) that carries the submission key
+KEY_VARIABLE = "cb_submit_key"
 
 S = JobState
 #: every state of sge_status(5) (https://manpages.debian.org/bookworm/gridengine-common/sge_status.5.en.html)
@@ -200,6 +210,8 @@ class SGEScheduler(Scheduler):
             gpus=lambda n: ["-l", f"{settings.get('sge_gpu_resource') or 'gpu'}={n}"],
         )
         argv += self._extra(spec)
+        if spec.submit_key:  # the job's context: `qstat -j` shows it (find_jobs)
+            argv += ["-ac", f"{KEY_VARIABLE}={spec.submit_key}"]
         return [*argv, spec.script_path]
 
     def parse_submit(self, result: CommandResult) -> str:
@@ -288,6 +300,35 @@ class SGEScheduler(Scheduler):
                     found = self.parse_history(self._ask(["qacct", "-j", job_id]), [job_id])
                     states.update(found)
         return states
+
+    # -- finding a job whose id was never journaled: the submission key is in its context (-ac) ------------
+    def find_jobs(self, keys: Mapping[str, str]) -> dict[str, list[str]] | None:
+        """The user's jobs from ``qstat -xml`` (one call), then ``qstat -j`` of all of them (one call): the
+        context holds the key, ``script_file`` the job script, ``owner`` the user (untrusted, checked)."""
+        if not keys:
+            return {}
+        listed = self._run(["qstat", "-xml", "-u", current_user()])
+        if listed.exit_code != 0:
+            raise status_error(listed, "qstat -xml")
+        ids = sorted(set(re.findall(r"<JB_job_number>\s*(\d+)\s*</JB_job_number>", listed.stdout)), key=int)
+        if not ids:
+            return {}
+        return own_jobs(self.parse_find(self._run(["qstat", "-j", ",".join(ids)]), keys), keys, self.name)
+
+    def parse_find(self, result: CommandResult, keys: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+        """``qstat -j IDS``: blocks of ``name: value`` lines, one block per job (``job_number`` first)."""
+        rows = []
+        for block in re.split(r"^=+\s*$", result.stdout, flags=re.M):
+            fields: dict[str, str] = {}
+            for line in block.splitlines():
+                name, sep, value = line.partition(":")
+                if sep and name.strip() and name.strip() not in fields:
+                    fields[name.strip()] = value.strip()
+            context = dict(item.partition("=")[::2] for item in fields.get("context", "").split(",") if "=" in item)
+            key = context.get(KEY_VARIABLE, "").strip()
+            if key in keys and fields.get("job_number", "").isdigit():
+                rows.append((key, fields["job_number"], fields.get("owner", ""), fields.get("script_file", "")))
+        return rows
 
     def _ask(self, argv: list[str]) -> CommandResult:
         try:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from containerbatch import helpers
 from containerbatch.errors import ConfigError, SchedulerError, StatusQueryError
-from containerbatch.schedulers.base import CommandResult, Scheduler, status_error, submit_error
+from containerbatch.schedulers.base import CommandResult, Scheduler, current_user, status_error, submit_error
 from containerbatch.spec import JobSpec
 from containerbatch.states import JobState, JobStatus, Reason
 
@@ -187,6 +187,8 @@ class SlurmScheduler(Scheduler):
             account="--account={}",
         )
         opts += helpers.extra_args(spec, "slurm_extra_args", "sbatch")
+        if spec.submit_key:  # last: squeue lists it (%k) for find_jobs
+            opts.append(f"--comment={spec.submit_key}")
         return [f"#SBATCH {directive_quote(o)}" for o in opts]
 
     def submit_argv(self, spec: JobSpec) -> list[str]:
@@ -293,6 +295,22 @@ class SlurmScheduler(Scheduler):
         except SchedulerError as exc:
             raise StatusQueryError(str(exc), argv=argv, transient=exc.transient) from None
         return result
+
+    # -- finding a job whose id was never journaled: the submission key is its --comment -----------
+    def find_argv(self, keys: Sequence[str]) -> list[str]:
+        # the user's jobs, finished ones too (-t all keeps them until MinJobAge); an array is one row per
+        # pending range and one per running element, all under its base id
+        return ["squeue", "-h", "-a", "-t", "all", "-u", current_user(), "-o", "%i|%u|%k|%o"]
+
+    def parse_find(self, result: CommandResult, keys: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+        if result.exit_code != 0:
+            raise status_error(result, "squeue")
+        rows = []
+        for line in result.stdout.splitlines():
+            parts = line.split("|", 3)  # the command (the script path) comes last: it may hold a |
+            if len(parts) == 4 and parts[2].strip() in keys:
+                rows.append((parts[2].strip(), _base_id(parts[0]), parts[1].strip(), parts[3]))
+        return rows
 
     def kill_argv(self, job_ids: Sequence[str]) -> list[str]:
         return ["scancel", *job_ids]

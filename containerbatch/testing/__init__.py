@@ -18,9 +18,23 @@ bound input and env setting intact and a failing task reported.  :mod:`container
 holds the machinery to write a small fake of a batch system's commands (file-locked state, a call log,
 jobs run as real processes).
 
-Needs pytest (the kit is imported by test suites only).
+Needs pytest (the kit is imported by test suites only).  The contract classes are imported on first
+use, so a fake's commands (which import :mod:`containerbatch.testing.fakes` at every call) start fast.
 """
 
-from containerbatch.testing.contract import Harness, RuntimeContract, SchedulerContract
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from containerbatch.testing.contract import Harness, RuntimeContract, SchedulerContract
 
 __all__ = ["Harness", "RuntimeContract", "SchedulerContract"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from containerbatch.testing import contract
+
+        return getattr(contract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -214,13 +214,16 @@ class Harness:
                 os.chmod(path, 0o666)
 
     def job(self, scheduler: BaseScheduler, name: str, exit_code: int = 0, sleep: float = 0, **kw: Any) -> JobSpec:
-        """Write a job that marks ``started``, sleeps, marks ``finished`` and exits ``exit_code``."""
+        """Write a job that marks ``started``, sleeps, marks ``finished`` and exits ``exit_code``.
+
+        ``finished`` is written only when the sleep ran to its end: a batch system that signals the job's
+        processes one by one (Slurm's proctrack/linuxproc) may stop the sleep a moment before the shell."""
         spec = self.spec(name, **kw)
         folder = shlex.quote(spec.job_dir)
         self.write_job(
             scheduler,
             spec,
-            f"echo started > {folder}/started\nsleep {sleep}\necho finished > {folder}/finished\nexit {exit_code}",
+            f"echo started > {folder}/started\nsleep {sleep} && echo finished > {folder}/finished\nexit {exit_code}",
         )
         return spec
 
