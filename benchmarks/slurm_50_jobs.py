@@ -40,10 +40,21 @@ class All(luigi.WrapperTask):
 
 def plain_sbatch(n: int, folder: Path) -> float:
     start = time.monotonic()
-    ids = [subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "true"], cwd=folder, check=True,
-                          capture_output=True, text=True).stdout.strip().split(";")[0] for _ in range(n)]
-    while subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True,
-                         text=True).stdout.strip():
+    ids = [
+        subprocess.run(
+            ["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "true"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .split(";")[0]
+        for _ in range(n)
+    ]
+    while subprocess.run(
+        ["squeue", "-h", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True
+    ).stdout.strip():
         time.sleep(0.2)
     return time.monotonic() - start
 
@@ -52,9 +63,27 @@ def containerbatch(n: int, folder: Path, *extra: str) -> float:
     (folder / "wf.py").write_text(WORKFLOW)
     env = {**os.environ, "CONTAINERBATCH_POLL_INTERVAL": "2"}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "containerbatch", "run", "wf.py", "All", "--n", str(n),
-                           "--batch-system", "slurm", "--workers", str(n), *extra], cwd=folder, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "containerbatch",
+            "run",
+            "wf.py",
+            "All",
+            "--n",
+            str(n),
+            "--batch-system",
+            "slurm",
+            "--workers",
+            str(n),
+            *extra,
+        ],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     took = time.monotonic() - start
     done = len(list((folder / "results").glob("t_*.txt")))
     if proc.returncode != 0 or done != n:
@@ -68,8 +97,9 @@ def main() -> None:
     cases = {
         f"plain sbatch --wrap true x{n}": lambda d: plain_sbatch(n, d),
         f"containerbatch, runtime host, {n} tasks": lambda d: containerbatch(n, d, "--runtime", "host"),
-        f"containerbatch, docker cb-demo:latest, {n} tasks": lambda d: containerbatch(n, d, "--image",
-                                                                                       "cb-demo:latest"),
+        f"containerbatch, docker cb-demo:latest, {n} tasks": lambda d: containerbatch(
+            n, d, "--image", "cb-demo:latest"
+        ),
     }
     for name, case in cases.items():
         with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:

@@ -39,7 +39,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import luigi
+
 from containerbatch.errors import ContainerBatchError, SubmitError
+from containerbatch.jobfiles import output_paths
 from containerbatch.jobscript import q
 from containerbatch.runner import GROUP
 from containerbatch.schedulers.base import new_submit_key
@@ -135,14 +138,14 @@ class Batcher:
         """Take ``proc`` (its job folder written) to submit later; False: the caller submits it now."""
         spec = proc.spec
         per_job, array, window, rate, _ = self._ints(spec)
-        if spec.staged or proc.failures:
+        if proc.failures:
             if rate <= 0:
                 return False
             per_job, array = 1, 0  # alone, but within the rate
         elif per_job <= 1 and array <= 1 and rate <= 0 and not self._needs_canary(spec):
             return False
         with self._lock:
-            key = settings_key(spec) + (f"#alone{id(proc)}" if spec.staged or proc.failures else "")
+            key = settings_key(spec) + (f"#alone{id(proc)}" if proc.failures else "")
             group = self._groups.setdefault(key, _Group())
             group.procs.append(proc)
             group.last = time.monotonic()
@@ -225,7 +228,7 @@ class Batcher:
         except (OSError, ContainerBatchError) as exc:
             self._refused(procs, exc if isinstance(exc, ContainerBatchError) else SubmitError(str(exc)))
             return
-        if len(specs) > 1 and array > 1 and scheduler.supports_arrays:
+        if len(specs) > 1 and array > 1 and getattr(scheduler, "supports_arrays", False):
             try:
                 ids = self._submit_array(scheduler, specs, jobs)
             except (OSError, sqlite3.Error, ContainerBatchError) as exc:
@@ -274,9 +277,9 @@ class Batcher:
         """The spec whose job script runs ``job``: the task's own for one task, a group's for several."""
         if len(job) == 1:
             return job[0].spec
-        return self._group_spec([p.spec for p in job])
+        return self._group_spec([p.spec for p in job], tasks=[p.task for p in job])
 
-    def _group_spec(self, specs: Sequence[JobSpec], kind: str = "g") -> JobSpec:
+    def _group_spec(self, specs: Sequence[JobSpec], kind: str = "g", tasks: Sequence[luigi.Task] = ()) -> JobSpec:
         first = specs[0]
         folder = self._folder(first, kind)
         marker = str(Path(first.marker_path).parent / f"{JOBS_FOLDER}.{folder.name}")
@@ -288,28 +291,52 @@ class Batcher:
             submit_key=new_submit_key(),
         )
         parallel = first.resources.cpus or 1
-        group = {"job_dirs": [s.job_dir for s in specs], "parallel": parallel, "run_id": first.run_id}
+        group: dict[str, object] = {"job_dirs": [s.job_dir for s in specs], "parallel": parallel}
+        group["run_id"] = first.run_id
+        if not first.staged:  # each task's marker as it ends (a staged job's come back with its outputs, at the end)
+            group["markers"] = [s.marker_path for s in specs]
         (folder / GROUP).write_text(json.dumps(group, indent=1))
-        script, _command, submit_file = self.render_group(spec, specs)
+        outputs = [output_paths(task) for task in tasks]
+        script, _command, submit_file = self.render_group(spec, specs, outputs)
         Path(spec.script_path).write_text(script)
         os.chmod(spec.script_path, 0o755)
         scheduler = self.run.scheduler(dict(first.settings))
+        if first.staged and hasattr(scheduler, "group_submit_file"):  # each task's outputs come back to it
+            submit_file = scheduler.group_submit_file(spec, specs)
         if submit_file is not None and scheduler.submit_file_name:
             (folder / scheduler.submit_file_name).write_text(submit_file)
         for s in specs:  # `containerbatch show` and a curious user find the job that runs the task
             (Path(s.job_dir) / "group").write_text(str(folder) + "\n")
+        if first.staged:  # one archive in: the group's folder and every task's folder and inputs
+            from containerbatch import staging
+
+            staging.pack_group_inputs(spec, list(zip(specs, tasks, strict=True)))
         return spec
 
-    def render_group(self, spec: JobSpec, specs: Sequence[JobSpec]) -> tuple[str, list[str], str | None]:
-        """(job script, container argv, submit file) of a job that runs ``specs``; writes its private files."""
+    def render_group(
+        self, spec: JobSpec, specs: Sequence[JobSpec], outputs: Sequence[Sequence[str]] = ()
+    ) -> tuple[str, list[str], str | None]:
+        """(job script, container argv, submit file) of a job that runs ``specs``; writes its private files.
+
+        A staged job (no shared filesystem) packs, for each task, what it wrote into its job folder and its
+        declared ``outputs`` into ``cb_out_I.tar.gz`` and writes ``cb_done_I``: HTCondor brings them back
+        into that task's folder and marker, so each task's stage-out carries its own outputs only."""
         from containerbatch import jobfiles
 
-        marks = [
+        if spec.staged:
+            for name, text in self.run.private_files(spec).items():
+                jobfiles.write_private(str(Path(spec.job_dir) / name), text)
+            return self.run.render(spec, before_finish=staged_marks(specs, outputs))
+
+        marks = [  # the runner marked the tasks that ended; bash builtins but for the rest (forks cost ms each)
             "cb_mark() {",
-            '    cb_code=$(cat "$1/exit_code" 2>/dev/null) || cb_code=""',
+            '    [ -e "$2" ] && return 0',
+            '    cb_code=""',
+            '    [ -r "$1/exit_code" ] && read -r cb_code < "$1/exit_code"',
             '    [ -n "$cb_code" ] || cb_code="$cb_rc"',
             '    if [ -e "$cb_job_dir/cancelled" ]; then : > "$1/cancelled"; fi',
-            '    mkdir -p "$(dirname "$2")" && printf "%s\\n" "$cb_code" > "$2.tmp" && mv -f "$2.tmp" "$2"',
+            '    [ -d "${2%/*}" ] || mkdir -p "${2%/*}"',
+            '    printf "%s\\n" "$cb_code" > "$2.tmp" && mv -f "$2.tmp" "$2"',
             "}",
             *[f"cb_mark {q(s.job_dir)} {q(s.marker_path)}" for s in specs],
         ]
@@ -328,11 +355,17 @@ class Batcher:
             task_id=f"array of {len(specs)} jobs ({folder.name})",
             submit_key=new_submit_key(),
         )
-        script = render_array(scheduler, array_spec, specs)
+        staged = first.staged and hasattr(scheduler, "staged_array_submit_file")
+        script = render_staged_array(array_spec, len(specs)) if staged else render_array(scheduler, array_spec, specs)
         path = folder / "array.sh"
         path.write_text(script)
         os.chmod(path, 0o755)
-        submit_file = scheduler.array_submit_file(array_spec, len(specs))
+        if staged:  # each element brings its own folder, archive and job script
+            members = [[p.spec for p in job] if len(job) > 1 else [] for job in jobs] or [[] for _ in specs]
+            elements = list(zip(specs, members, strict=True))
+            submit_file = scheduler.staged_array_submit_file(array_spec, elements)  # type: ignore[attr-defined]
+        else:
+            submit_file = scheduler.array_submit_file(array_spec, len(specs))
         if submit_file is not None and scheduler.array_submit_file_name:
             (folder / scheduler.array_submit_file_name).write_text(submit_file)
         for s in specs:
@@ -424,6 +457,10 @@ class Batcher:
         scheduler = self.run.scheduler(dict(spec.settings))
         if submit_file is not None and scheduler.submit_file_name:
             (folder / scheduler.submit_file_name).write_text(submit_file)
+        if canary.staged:
+            from containerbatch import staging
+
+            staging.pack_group_inputs(canary, [])
         return canary
 
 
@@ -455,6 +492,51 @@ def render_array(scheduler: Scheduler, array_spec: JobSpec, specs: Sequence[JobS
     return "\n".join(lines)
 
 
+def staged_marks(specs: Sequence[JobSpec], outputs: Sequence[Sequence[str]]) -> list[str]:
+    """Lines that end a staged job of several tasks: per task ``I``, its exit code (the job's when the runner
+    wrote none), ``cb_out_I.tar.gz`` of what it wrote in its job folder and declared outputs (newer than
+    the job's start), then ``cb_done_I``."""
+    lines = [
+        "cb_mark() {",
+        '    cb_dir="$cb_root$1"; cb_i="$2"; shift 2',
+        '    cb_code=""',
+        '    [ -r "$cb_dir/exit_code" ] && read -r cb_code < "$cb_dir/exit_code"',
+        '    if [ -z "$cb_code" ]; then',
+        '        cb_code="$cb_rc"; mkdir -p "$cb_dir" && printf "%s\\n" "$cb_code" > "$cb_dir/exit_code"',
+        "    fi",
+        '    if [ -e "$cb_job_dir/cancelled" ]; then : > "$cb_dir/cancelled"; fi',
+        '    ( cd "$cb_root" || exit 1',
+        "      cb_rel=()",
+        '      for cb_p in "$@"; do [ -e ".$cb_p" ] && cb_rel+=(".$cb_p"); done',
+        '      [ "${#cb_rel[@]}" -gt 0 ] || exit 1',
+        '      find "${cb_rel[@]}" -newer "$cb_scratch/cb_stamp" \\',
+        "          \\( -type f -o -type l -o \\( -type d -empty \\) \\) -print0 |",
+        '          tar --null --no-recursion -czf "$cb_scratch/cb_out_$cb_i.tar.gz" -T - ) ||',
+        '        tar -czf "$cb_scratch/cb_out_$cb_i.tar.gz" -T /dev/null',
+        '    printf "%s\\n" "$cb_code" > "$cb_scratch/cb_done_$cb_i"',
+        "}",
+    ]
+    for index, spec in enumerate(specs):
+        paths = [spec.job_dir, *(outputs[index] if index < len(outputs) else ())]
+        lines.append(f"cb_mark {q(spec.job_dir)} {index} {' '.join(q(p) for p in paths)}")
+    return lines
+
+
+def render_staged_array(array_spec: JobSpec, count: int) -> str:
+    """The script of a staged array (HTCondor, no shared filesystem): each element runs the job script
+    HTCondor brought into its scratch folder with its stage-in archive (see ``staged_array_submit_file``)."""
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            f"# containerbatch array of {count} staged jobs (run {array_spec.run_id}): each element runs the job",
+            "# script HTCondor transferred with it; generated by containerbatch",
+            "set -u",
+            'exec /bin/bash "${_CONDOR_SCRATCH_DIR:-$PWD}/job.sh"',
+            "",
+        ]
+    )
+
+
 def show_blocks(run: Run, spec: JobSpec) -> list[tuple[str, str]]:
     """For ``containerbatch show``: the array and group scripts a task goes out in, as (title, text).
 
@@ -474,7 +556,7 @@ def show_blocks(run: Run, spec: JobSpec) -> list[tuple[str, str]]:
         return blocks
     scheduler = run.scheduler(dict(spec.settings))
     per_job, array, *_ = Batcher._ints(spec)
-    if array > 1 and scheduler.supports_arrays and not spec.staged:
+    if array > 1 and getattr(scheduler, "supports_arrays", False):
         folder = str(Path(spec.log_dir) / JOBS_FOLDER / spec.run_id / "a1")
         preview = replace(spec, job_dir=folder, task_id=f"array ({folder})")
         text = render_array(scheduler, preview, [spec])

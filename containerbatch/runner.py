@@ -11,7 +11,8 @@ Exit codes: 0 success (or new dynamic dependencies), 1 the task failed,
 A job of several tasks (``tasks_per_job``) names a group folder whose
 ``group.json`` lists the tasks' job folders: the interpreter imports luigi
 once and forks one child per task (up to ``parallel`` at once), each writing
-its own result.json, exit_code and logs; the exit code is the worst child's.
+its own result.json, exit_code and logs, and its done-marker when ``group.json`` names one (the job script
+marks the others at its end); the exit code is the worst child's.
 """
 
 import importlib
@@ -210,11 +211,28 @@ def _write_code(job_dir, code):
     os.replace(tmp, os.path.join(job_dir, "exit_code"))
 
 
+def _write_marker(path, code):
+    """The task's done-marker as soon as it ended (the submit side then sees it before the whole job ends);
+    where its folder is not visible here (a container without the state folder), the job script writes it."""
+    folder = os.path.dirname(path)
+    if not path or not os.path.isdir(folder):
+        return
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w") as handle:
+            handle.write("%d\n" % code)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the job script's mark at the end of the job still comes
+
+
 def run_group(group_dir):
     """Run every task of a group job; returns the worst exit code."""
     with open(os.path.join(group_dir, GROUP)) as handle:
         group = json.load(handle)
     job_dirs = [str(d) for d in group["job_dirs"]]
+    marks = [str(m) for m in group.get("markers", [])]
+    markers = {job_dirs[i]: marks[i] for i in range(min(len(job_dirs), len(marks)))}
     parallel = max(1, int(group.get("parallel", 1)))
     import luigi  # noqa: F401  (imported once, before the children fork)
 
@@ -245,6 +263,8 @@ def run_group(group_dir):
             continue
         code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         _write_code(job_dir, code)
+        if job_dir in markers:
+            _write_marker(markers[job_dir], code)
         sys.stderr.write("containerbatch runner: %s ended with %d\n" % (job_dir, code))
         worst = max(worst, code)
     return worst

@@ -25,7 +25,7 @@ import logging
 import os
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -150,6 +150,16 @@ def _arcname(path: str) -> str:
 
 def pack_inputs(spec: JobSpec, task: luigi.Task) -> str:
     """Write ``<job_dir>/stage-in.tar.gz`` for ``task``; returns its path."""
+    return _pack(spec, [(spec, task)])
+
+
+def pack_group_inputs(spec: JobSpec, members: Sequence[tuple[JobSpec, luigi.Task]]) -> str:
+    """Write the stage-in archive of a job of several tasks (``spec.job_dir``: the group's folder): the group
+    folder, and each member's job folder, inputs and ``transfer_files`` (sources and bundle once)."""
+    return _pack(spec, [(spec, None), *members])
+
+
+def _pack(spec: JobSpec, jobs: Sequence[tuple[JobSpec, luigi.Task | None]]) -> str:
     job_dir = Path(spec.job_dir)
     target = job_dir / STAGE_IN
     tmp = job_dir / (STAGE_IN + ".tmp")
@@ -172,15 +182,18 @@ def pack_inputs(spec: JobSpec, task: luigi.Task) -> str:
         for folder in (spec.working_dir, spec.result_dir, spec.log_dir):
             if os.path.isdir(folder):
                 add(tar, folder, recursive=False)
-        for child in sorted(job_dir.iterdir()):
-            if child.name not in (STAGE_IN, STAGE_IN + ".tmp", STAGE_OUT):
-                add(tar, str(child))
+        for job_spec, _task in jobs:
+            for child in sorted(Path(job_spec.job_dir).iterdir()):
+                if child.name not in (STAGE_IN, STAGE_IN + ".tmp", STAGE_OUT):
+                    add(tar, str(child))
         for path in workflow_sources(spec):
             add(tar, path)
         if spec.bundle_dir:
             add(tar, spec.bundle_dir)
-        for path in [*input_paths(task, spec), *extra_paths(spec)]:
-            add(tar, path)
+        for job_spec, task in jobs:
+            inputs = input_paths(task, job_spec) if task is not None else []
+            for path in [*inputs, *extra_paths(job_spec)]:
+                add(tar, path)
     os.replace(tmp, target)
     return str(target)
 

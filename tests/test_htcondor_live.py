@@ -383,3 +383,24 @@ def test_transfer_files_without_shared_filesystem(work: Path, live_sif: Path) ->
     assert (Path(row["job_dir"]) / "stage-out.tar.gz").is_file()
     ad = history(row["job_id"])
     assert ad["ShouldTransferFiles"] == "YES" and ad["ExitCode"] == 0
+
+
+def test_staged_tasks_in_one_array_of_jobs_of_two_tasks(work: Path, live_sif: Path) -> None:
+    env = {
+        "CONTAINERBATCH_TRANSFER_FILES": "true",
+        "CONTAINERBATCH_TASKS_PER_JOB": "2",
+        "CONTAINERBATCH_MAX_ARRAY_SIZE": "100",
+        "CONTAINERBATCH_BATCH_WINDOW": "3",
+    }
+    args = ["run", "tasks.py", "Pieces", "--n", "4", "--workers", "8", "--runtime", "apptainer", "--image"]
+    proc = cli([*args, str(live_sif)], work, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + said(work, proc.stderr)[-4000:]
+    assert sorted(p.read_text() for p in (work / "results").glob("piece_*.txt")) == ["0", "1", "2", "3"]
+    pieces = [r for r in rows(work) if r["task_family"] == "Piece"]
+    ids = [r["job_id"] for r in pieces]
+    assert len({i.split(".")[0] for i in ids}) == 1 and len(set(ids)) == 2, ids  # one cluster, two jobs
+    for row in pieces:  # each task's own archive came back into its folder
+        assert (Path(row["job_dir"]) / "stage-out.tar.gz").is_file()
+    for job in set(ids):
+        ad = history(job)
+        assert ad["ShouldTransferFiles"] == "YES" and ad["ExitCode"] == 0

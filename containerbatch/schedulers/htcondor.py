@@ -337,6 +337,74 @@ class HTCondorScheduler(Scheduler):
     def submit_argv(self, spec: JobSpec) -> list[str]:
         return ["condor_submit", f"{spec.job_dir}/{self.submit_file_name}"]
 
+    # -- staged jobs of several tasks (tasks_per_job) and staged arrays -------------------------------
+    def stage_out_entries(self, spec: JobSpec, members: Sequence[JobSpec]) -> list[tuple[str, str]]:
+        """What a staged job of several tasks brings back: its own archive and marker, and each task's
+        (``cb_out_I.tar.gz``, ``cb_done_I``, which its job script writes) into that task's folder and marker."""
+        outputs, remaps = [STAGE_OUT, DONE_NAME], [f"{DONE_NAME} = {spec.marker_path}"]
+        for index, member in enumerate(members):
+            self.check_staged(member)
+            outputs += [f"cb_out_{index}.tar.gz", f"cb_done_{index}"]
+            remaps += [
+                f"cb_out_{index}.tar.gz = {member.job_dir}/{STAGE_OUT}",
+                f"cb_done_{index} = {member.marker_path}",
+            ]
+        return [
+            ("transfer_output_files", ",".join(outputs)),
+            ("transfer_output_remaps", _value('"' + "; ".join(remaps) + '"', "marker path")),
+        ]
+
+    def group_submit_file(self, spec: JobSpec, members: Sequence[JobSpec]) -> str:
+        """The submit file of a staged job of several tasks: :meth:`submit_file` with their outputs."""
+        entries = dict(self.stage_out_entries(spec, members))
+        lines = []
+        for line in self.submit_file(spec).splitlines():
+            key = line.split(" = ", 1)[0]
+            lines.append(f"{key} = {entries[key]}" if key in entries else line)
+        return "\n".join([*lines, ""])
+
+    def staged_array_submit_file(self, spec: JobSpec, elements: Sequence[tuple[JobSpec, Sequence[JobSpec]]]) -> str:
+        """One cluster of staged jobs (``spec.job_dir``: the array's folder): each proc gets its own folder,
+        logs, stage-in archive and job script (array.sh runs the one HTCondor brought) and outputs, from
+        macros indexed by ``$(Process)``; ``elements`` are (the element's job spec, its tasks when it runs
+        several).  (condor_submit takes no statement after the queue statement.)"""
+        executable = f"executable = {_value(f'{spec.job_dir}/array.sh', 'array script path')}"
+        per_element = {
+            "initialdir",
+            "output",
+            "error",
+            "transfer_input_files",
+            "transfer_output_files",
+            "transfer_output_remaps",
+        }
+        lines = [
+            executable if line.startswith("executable = ") else line
+            for line in self.submit_file(spec).splitlines()
+            if line != "queue" and line.split(" = ", 1)[0] not in per_element
+        ]
+        for index, (element, members) in enumerate(elements):
+            self.check_staged(element)
+            outputs = dict(self.stage_out_entries(element, members))
+            lines += [
+                f"cb_dir_{index} = {_value(element.job_dir, 'job directory')}",
+                f"cb_stdout_{index} = {_value(element.stdout_path, 'stdout path')}",
+                f"cb_stderr_{index} = {_value(element.stderr_path, 'stderr path')}",
+                f"cb_outputs_{index} = {outputs['transfer_output_files']}",
+                f"cb_remaps_{index} = {outputs['transfer_output_remaps']}",
+            ]
+        lines += [
+            "initialdir = $(cb_dir_$(Process))",
+            "output = $(cb_stdout_$(Process))",
+            "error = $(cb_stderr_$(Process))",
+            f"transfer_input_files = $(cb_dir_$(Process))/{STAGE_IN},$(cb_dir_$(Process))/job.sh",
+            "transfer_output_files = $(cb_outputs_$(Process))",
+            "transfer_output_remaps = $(cb_remaps_$(Process))",
+            "arguments = $(Process)",
+            f"queue {len(elements)}",
+            "",
+        ]
+        return "\n".join(lines)
+
     # -- arrays: one cluster of N procs; element ids CLUSTER.PROC; array.sh gets $(Process) ----------
     supports_arrays = True
     array_index = '"${1:-}"'

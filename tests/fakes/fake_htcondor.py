@@ -317,10 +317,12 @@ def parse_submit(text):
         buf = ""
     if buf:
         lines.append(buf)
-    for line in lines:
+    for number, line in enumerate(lines):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
+        if queues:  # real text (25.14.1): one queue statement, at the end
+            raise ValueError("on Line %d of the submit file: Extra data found after queue statement" % (number + 1))
         m = re.match(r"(?i)^queue\b\s*(\d*)\s*(.*)$", s)
         if m:
             if m.group(2):
@@ -346,7 +348,12 @@ def expand(v, macros, depth=0):
         val = macros.get(name.lower())
         return str(default if val is None else expand(str(val), macros, depth + 1)) if depth < 10 else ""
 
-    return re.sub(r"\$\(([^)]+)\)", rep, v)
+    # innermost first, as condor_submit: $(cb_dir_$(Process)) is cb_dir_0 in proc 0
+    for _ in range(10):
+        v, n = re.subn(r"\$\(([^()$]+)\)", rep, v)
+        if not n:
+            break
+    return v
 
 
 def cmd_condor_submit(argv):
