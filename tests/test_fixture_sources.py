@@ -1,5 +1,5 @@
 """Every fixture says where it comes from: a public source (an upstream doc or repository file) or a capture
-by a command in this repository, never a path outside the repository."""
+by a command in this repository, never a path outside the repository nor a private search index."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OUTSIDE = re.compile(r"(?<![\w.:/-])/(work|home|root|srv|opt|mnt|shared)/")
+# "found in the code index" names a private search index, which nobody else can check: name the public
+# repository and file (or the upstream page) instead, or say plainly that it was not found.
+PRIVATE_INDEX = re.compile(r"code[\s_-]*index", re.IGNORECASE)
 
 
 def _json_fixtures() -> list[Path]:
@@ -27,6 +30,7 @@ def test_json_fixture_cites_a_public_source(path: Path) -> None:
     source = str(data["source"])
     assert source.strip(), path
     assert not OUTSIDE.search(source), f"{path} cites a path outside the repository: {source}"
+    assert not PRIVATE_INDEX.search(source), f"{path} cites a private code index, not a public source: {source}"
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.rglob("README*")), ids=lambda p: str(p.relative_to(FIXTURES)))
