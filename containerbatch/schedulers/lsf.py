@@ -17,6 +17,7 @@ import logging
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from containerbatch import helpers
 from containerbatch.errors import StatusQueryError
@@ -92,6 +93,16 @@ def _command_path(command: str) -> str:
     except ValueError:
         return command
     return words[0] if len(words) == 1 else command
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object bjobs -json printed (LSF may print a line before it), or None when there is none."""
+    start = text.find("{")
+    try:
+        data = json.loads(text[start:]) if start >= 0 else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _quiet(text: str) -> bool:
@@ -209,12 +220,8 @@ class LSFScheduler(Scheduler):
         return self._parse_delimited(result)
 
     def _parse_json(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        start = result.stdout.find("{")
-        try:
-            data = json.loads(result.stdout[start:]) if start >= 0 else None
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+        data = _json_object(result.stdout)
+        if data is None:
             text = result.stdout + result.stderr
             if result.exit_code != 0 and "json" in text.lower() and not _quiet(text):
                 self.use_json = False  # an LSF before 10.1.0.2; ask the old way from now on
@@ -315,12 +322,8 @@ class LSFScheduler(Scheduler):
 
     def parse_find(self, result: CommandResult, keys: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
         if "-json" in result.argv:
-            start = result.stdout.find("{")
-            try:
-                data = json.loads(result.stdout[start:]) if start >= 0 else None
-            except ValueError:
-                data = None
-            if not isinstance(data, dict):
+            data = _json_object(result.stdout)
+            if data is None:
                 if not result.stdout.strip() and _quiet(result.stderr):
                     return []  # "No job found"
                 raise status_error(result, "bjobs -json (unreadable answer)")
