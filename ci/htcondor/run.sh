@@ -85,31 +85,8 @@ build_node() {
         --build-arg "BASE=$BASE_IMAGE" --build-arg "SUITE=$SUITE" "$HERE" >&2
 }
 
-shared_dirs() {
-    local dirs=(/tmp "$REPO") extra d
-    IFS=: read -r -a extra <<< "${CB_CONDOR_SHARE:-}"
-    for d in "${extra[@]}"; do
-        [ -n "$d" ] || continue
-        case "$d" in /*) ;; *) echo "CB_CONDOR_SHARE: $d is not an absolute path" >&2; exit 2 ;; esac
-        [ -d "$d" ] || { echo "CB_CONDOR_SHARE: $d is not a folder" >&2; exit 2; }
-        dirs+=("$(cd "$d" && pwd -P)")
-    done
-    for d in "${dirs[@]}"; do
-        case "$d" in *[[:space:]\'\"]* | *:*) echo "cannot share $d with the pool: blanks, quotes or ':' in the path" >&2
-            exit 2 ;;
-        esac
-    done
-    # drop folders inside another shared one
-    local out=() a b inside
-    for a in "${dirs[@]}"; do
-        inside=0
-        for b in "${dirs[@]}"; do
-            [ "$a" != "$b" ] && case "$a/" in "$b"/*) inside=1 ;; esac
-        done
-        [ $inside = 1 ] || out+=("$a")
-    done
-    printf '%s\n' "${out[@]}" | sort -u
-}
+# shellcheck source=../shared_dirs.sh
+. "$HERE/../shared_dirs.sh"
 
 running() { [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" = true ]; }
 
@@ -158,7 +135,7 @@ wait_for_slot() {
 cmd_up() {
     local shared start
     start=$(date +%s)
-    shared=$(shared_dirs | tr '\n' ' ')
+    shared=$(shared_dirs CB_CONDOR_SHARE 'the pool' | tr '\n' ' ')
     build_node
     if ! running; then
         "$DOCKER" rm -f "$NAME" >/dev/null 2>&1 || true
