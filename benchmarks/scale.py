@@ -54,6 +54,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the checkout's containerbatch, installed or not (the cases run it too)
+    sys.path.insert(0, str(ROOT))
 IMAGE = "cb-demo:latest"
 DOCKER = "/usr/bin/docker"
 TOOLS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")

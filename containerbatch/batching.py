@@ -326,7 +326,7 @@ class Batcher:
         if spec.staged:
             for name, text in self.run.private_files(spec).items():
                 jobfiles.write_private(str(Path(spec.job_dir) / name), text)
-            return self.run.render(spec, before_finish=staged_marks(specs, outputs))
+            return self.run.render(spec, before_finish=staged_marks(specs, outputs), stage_out_from=spec.job_dir)
 
         marks = [  # the runner marked the tasks that ended; bash builtins but for the rest (forks cost ms each)
             "cb_mark() {",
@@ -543,15 +543,24 @@ def show_blocks(run: Run, spec: JobSpec) -> list[tuple[str, str]]:
     An earlier run's real script (its job folder names it) is shown when there is one; otherwise, when
     the settings ask for arrays or several tasks per job, the script this task alone would get.
     """
+    from containerbatch import jobfiles
+
     blocks: list[tuple[str, str]] = []
+    jobs = os.path.join(os.path.realpath(spec.log_dir), JOBS_FOLDER)
     for name, what in (("group", "job script of the tasks_per_job job"), ("array", "array script")):
-        pointer = Path(spec.job_dir) / name
-        try:
-            path = Path(pointer.read_text().strip())
-            path = path / "job.sh" if path.is_dir() else path
-            blocks.append((f"{what} this task went out in ({path})", path.read_text()))
-        except (OSError, ValueError):
+        # the pointer lies in the task's job folder, which the node can write: read it as the node's (no
+        # link, no FIFO) and show only a script of our own jobs folder, never any other file it names
+        text = jobfiles.read_small(os.path.join(spec.job_dir, name))
+        if not text or not text.strip().startswith("/"):
             continue
+        path = os.path.realpath(text.strip())
+        path = os.path.join(path, "job.sh") if name == "group" else path
+        if os.path.commonpath([path, jobs]) != jobs or os.path.basename(path) not in ("job.sh", "array.sh"):
+            log.warning("%s: %s/%s names %s, outside %s: not shown", spec.task_id, spec.job_dir, name, path, jobs)
+            continue
+        script = jobfiles.read_small(path, 1 << 22)
+        if script is not None:
+            blocks.append((f"{what} this task went out in ({path})", script))
     if blocks:
         return blocks
     scheduler = run.scheduler(dict(spec.settings))

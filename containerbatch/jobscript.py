@@ -69,6 +69,7 @@ def render(
     env_file: str | None = None,
     before_finish: Sequence[str] = (),
     inside_image: bool = False,
+    stage_out_from: str | None = None,
 ) -> str:
     """Return the text of job.sh for ``spec`` running ``command``.
 
@@ -79,6 +80,8 @@ def render(
 
     ``inside_image``: the batch system starts the container and job.sh runs in it; the script then refuses
     (exit 125) to run the task when it finds itself outside any container, or without the shared folders.
+    ``stage_out_from`` (staged jobs): the submit-side folder whose new files go into ``stage-out.tar.gz``
+    instead of everything the job wrote (a job of several tasks: its own folder).
     """
     lines = ["#!/bin/bash"]
     lines += list(directives)
@@ -105,10 +108,12 @@ def render(
         '        mv -f "$cb_job_dir/exit_code.tmp" "$cb_job_dir/exit_code"',
     ]
     if spec.staged:
-        # what the job wrote (newer than the stamp) goes back in one archive, before the marker
+        # what the job wrote (newer than the stamp) goes back in one archive, before the marker; a job of
+        # several tasks brings back only its own folder here (each task's files come in cb_out_I.tar.gz)
         lines += [
+            f"    cb_out_from={q('.' + stage_out_from if stage_out_from else '.')}",
             '    ( cd "$cb_root" 2>/dev/null &&',
-            '        find . -newer "$cb_scratch/cb_stamp" \\',
+            '        find "$cb_out_from" -newer "$cb_scratch/cb_stamp" \\',
             "            \\( -type f -o -type l -o \\( -type d -empty \\) \\) -print0 |",
             f'        tar --null --no-recursion -czf "$cb_scratch/{STAGE_OUT}.tmp" -T - ) ||',
             f'        tar -czf "$cb_scratch/{STAGE_OUT}.tmp" -T /dev/null',

@@ -153,8 +153,11 @@ class Run:
                 spec = replace(spec, bundle_dir=bundle)
         return spec
 
-    def render(self, spec: JobSpec, before_finish: Sequence[str] = ()) -> tuple[str, list[str], str | None]:
-        """(job script, container argv, submit file) for ``spec``; ``before_finish``: see jobscript.render."""
+    def render(
+        self, spec: JobSpec, before_finish: Sequence[str] = (), stage_out_from: str | None = None
+    ) -> tuple[str, list[str], str | None]:
+        """(job script, container argv, submit file) for ``spec``; ``before_finish``, ``stage_out_from``: see
+        jobscript.render."""
         scheduler = self.scheduler(dict(spec.settings))
         if scheduler.runs_container(spec):
             # the batch system starts the container (HTCondor container universe,
@@ -173,6 +176,7 @@ class Run:
             env_file=os.path.join(spec.node_path(spec.job_dir), ENV_FILE),
             before_finish=before_finish,
             inside_image=scheduler.runs_container(spec),
+            stage_out_from=stage_out_from,
         )
         return script, command, scheduler.submit_file(spec)
 

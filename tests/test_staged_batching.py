@@ -93,3 +93,7 @@ def test_staged_tasks_go_out_in_one_array(tasks_per_job, jobs, tmp_path, fake_sc
                 inside = tar.getnames()
             assert sum(name.endswith("/task.json") for name in inside) == 3
             assert any(name.endswith("data/calib.txt") for name in inside)
+            # and the group's own archive brings back its own folder only: each task's files come back once
+            with tarfile.open(group / STAGE_OUT) as tar:
+                back = [name.lstrip("./") for name in tar.getnames()]
+            assert back and all(name.startswith(str(group).lstrip("/")) for name in back), back
