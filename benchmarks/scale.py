@@ -340,7 +340,20 @@ def case(name: str, n: int, timeout: float, workers: int) -> dict[str, object]:
     row["done"] = done
     if row["ok"] and name.startswith(("cb", "b2luigi", "law")) and done < n:
         row["ok"] = 0.0
-    shutil.rmtree(folder, ignore_errors=True)
+    return finished(row, folder)
+
+
+def finished(row: dict[str, object], folder: Path) -> dict[str, object]:
+    """The case's folder is removed when it went well; a failed case keeps its submitter's log (the table's
+    NO is then explained by the last lines, printed here, and by the folder, named in the row)."""
+    if row["ok"]:
+        shutil.rmtree(folder, ignore_errors=True)
+        return row
+    log = folder / "submitter.log"
+    tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+    row["kept"] = str(folder)
+    print(f"!!! {row['case']} N={row['n']} failed; kept {folder}; last lines of its log:", file=sys.stderr)
+    print("\n".join("    " + line for line in tail), file=sys.stderr, flush=True)
     return row
 
 
@@ -374,10 +387,7 @@ def condor_case(name: str, n: int, timeout: float, workers: int, tools: Path) ->
     row["done"] = done
     if row["ok"] and name != "condor-floor" and done < n:
         row["ok"] = 0.0
-    if not row["ok"]:
-        print((folder / "submitter.log").read_text()[-3000:], file=sys.stderr)
-    shutil.rmtree(folder, ignore_errors=True)
-    return row
+    return finished(row, folder)
 
 
 def local_many(n: int, stub: bool, timeout: float) -> dict[str, object]:
@@ -390,16 +400,13 @@ def local_many(n: int, stub: bool, timeout: float) -> dict[str, object]:
     else:
         settings["tasks_per_job"] = 100
     env = prepare(folder, settings)
-    row = run_child([sys.executable, "cb_main.py", "all", str(n), "200"], folder, env, timeout)
+    usage = run_child([sys.executable, "cb_main.py", "all", str(n), "200"], folder, env, timeout)
     try:  # without the jobs, which are the submitter's children here
-        row.update(json.loads((folder / "self-usage.json").read_text()))
+        usage.update(json.loads((folder / "self-usage.json").read_text()))
     except (OSError, ValueError):
-        row["ok"] = 0.0
-    if not row["ok"]:
-        print((folder / "submitter.log").read_text()[-3000:], file=sys.stderr)
-    shutil.rmtree(folder, ignore_errors=True)
+        usage["ok"] = 0.0
     label = "local, payload stubbed, one job per task" if stub else "local, tasks_per_job=100, real runner"
-    return {"case": label, "n": n, **row, "cpu_ms_per_task": 1000 * row["cpu"] / n}
+    return finished({"case": label, "n": n, **usage, "cpu_ms_per_task": 1000 * usage["cpu"] / n}, folder)
 
 
 def _kind(case: str) -> str:
@@ -456,11 +463,19 @@ def main() -> int:
     )
     parser.add_argument("--small", action="store_true", help="tiny extras (CI: see that it works)")
     parser.add_argument("--no-extras", action="store_true", help="skip the chain and the 10,000 local tasks")
+    parser.add_argument(
+        "--local-cases",
+        default="stub,tpj",
+        help="which 10,000-task local runs: stub (payload stubbed, one job per task), tpj (tasks_per_job=100)",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per case")
     parser.add_argument("--workers", type=int, default=1000)
     parser.add_argument("--json", help="also write every row to this file")
     parser.add_argument("--from-json", help="only print the table of rows an earlier --json wrote")
     args = parser.parse_args()
+    wanted = {c.strip() for c in args.local_cases.split(",") if c.strip()}
+    if wanted - {"stub", "tpj"}:
+        parser.error(f"--local-cases: unknown {sorted(wanted - {'stub', 'tpj'})}; choose from stub, tpj")
     if args.from_json:
         saved = [r for r in json.loads(Path(args.from_json).read_text()) if "calls" in r and r["case"] != "chain"]
         slurm = [r for r in saved if not str(r["case"]).startswith("condor")]
@@ -498,7 +513,7 @@ def main() -> int:
         )  # type: ignore[union-attr]
         extras.append(chain)
         many = 100 if args.small else 10000
-        for stub in (True, False):
+        for stub in [s for s in (True, False) if ("stub" if s else "tpj") in wanted]:
             row = local_many(many, stub, args.timeout)
             extras.append(row)
             print(
